@@ -1,0 +1,38 @@
+//! Atari games for apex: ALE 0.6 (through `ale-sys`) wrapped with the
+//! preprocessing DQN-family agents are trained and compared under, plus the
+//! recorder behind `apex env record`.
+
+mod ale;
+pub mod atari;
+pub mod bench;
+mod emulator;
+pub mod frame_stack;
+pub mod npy;
+pub mod protocol;
+pub mod record;
+pub mod resize;
+pub mod rom;
+
+use std::path::PathBuf;
+
+pub use atari::{AtariConfig, AtariEnv, GameSummary, Step, FRAME_PIXELS, FRAME_SIZE};
+pub use protocol::Protocol;
+
+/// Why a game could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("unknown game '{game}': use one of {known}")]
+    UnknownGame { game: String, known: String },
+    #[error(
+        "rom {path} cannot be read ({source}): run scripts/setup.sh to install the ROMs, \
+         or point --rom-dir (APEX_ROM_DIR) at a folder of <game>.bin files"
+    )]
+    MissingRom { path: PathBuf, source: std::io::Error },
+    #[error(
+        "rom {path} has md5 {actual} but {expected} is expected: replace it with the ROM \
+         from the ale-py 0.12.1 wheel (scripts/setup.sh does this)"
+    )]
+    WrongRom { path: PathBuf, expected: String, actual: String },
+    #[error("invalid environment settings: {0}")]
+    Config(String),
+}
