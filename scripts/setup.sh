@@ -34,15 +34,18 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
-ln -sfn "$torch_dir" .venv/libtorch
+if [ ! -e .venv/libtorch/lib/libtorch_cpu.so ]; then
+  torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+  ln -sfn "$torch_dir" .venv/libtorch
+fi
 
 # ROMs: copied out of the ale-py wheel, each checked against the md5 we expect.
-rom_src=$(.venv/bin/python -c 'import os, ale_py; print(os.path.join(os.path.dirname(ale_py.__file__), "roms"))')
+rom_src=""
 mkdir -p roms
 while read -r md5 file; do
   case "$md5" in ''|'#'*) continue ;; esac
   if [ -f "roms/$file" ] && [ "$(md5sum < "roms/$file" | cut -d' ' -f1)" = "$md5" ]; then continue; fi
+  [ -n "$rom_src" ] || rom_src=$(.venv/bin/python -c 'import os, ale_py; print(os.path.join(os.path.dirname(ale_py.__file__), "roms"))')
   if [ ! -f "$rom_src/$file" ]; then say "error: $file is missing from the ale-py wheel at $rom_src"; exit 1; fi
   got=$(md5sum < "$rom_src/$file" | cut -d' ' -f1)
   if [ "$got" != "$md5" ]; then say "error: $file from ale-py has md5 $got, expected $md5"; exit 1; fi

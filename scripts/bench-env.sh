@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Environment throughput, apex side by side with EnvPool and ale-py in one run:
+# ROUNDS alternating rounds, medians printed with ratios. Figures go into BENCHMARKS.md.
+#   scripts/bench-env.sh [ROUNDS=5] [SECONDS=10]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+rounds=${1:-5}
+seconds=${2:-10}
+scripts/setup.sh
+if [ ! -x .venv-bench/bin/python ] || ! .venv-bench/bin/python -c 'import envpool' 2>/dev/null; then
+  # EnvPool pins its own dependency set: keep it out of the main venv.
+  python3 -m venv .venv-bench
+  .venv-bench/bin/pip install --quiet envpool==1.2.5 ale-py==0.12.1
+fi
+cargo build --release --quiet -p apex
+log=$(mktemp)
+for r in $(seq "$rounds"); do
+  echo "round $r/$rounds" >&2
+  target/release/apex bench env --threads 1,2 --seconds "$seconds" | tee -a "$log"
+  .venv-bench/bin/python scripts/bench_env_peers.py --threads 1,2 --seconds "$seconds" | tee -a "$log"
+done
+python3 - "$log" <<'PY'
+import statistics, sys, collections
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, threads, value = line.split()
+    runs[(name, threads)].append(float(value))
+med = {k: statistics.median(v) for k, v in runs.items()}
+print("\nmedians over", len(next(iter(runs.values()))), "rounds")
+for (name, threads), v in sorted(med.items()):
+    print(f"  {name:32s} {threads:10s} {v:10.0f}")
+raw = med[("apex_raw_ale_frames_per_sec", "threads=1")]
+for t in ("threads=1", "threads=2"):
+    env = med[("apex_env_steps_per_sec", t)]
+    pool = med[("envpool_steps_per_sec", t)]
+    n = int(t.split("=")[1])
+    print(f"{t}: apex/envpool = {env / pool:.2f}; apex env frames/s per core / raw ALE frames/s = "
+          f"{4 * env / n / raw:.2f}")
+PY

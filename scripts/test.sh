@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, then every Rust test,
+# including the parity check against gymnasium (which uses .venv).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+scripts/setup.sh
+# Release: the tests share the main binary's build, and play real games.
+cargo test --workspace --release "$@"
