@@ -62,7 +62,9 @@ impl GameArgs {
         c.seed = self.seed;
         c.noop_max = self.noop_max.unwrap_or(c.noop_max);
         c.fire_reset = self.fire_reset.into();
-        c.terminal_on_life_loss = self.terminal_on_life_loss.map_or(c.terminal_on_life_loss, Into::into);
+        c.terminal_on_life_loss = self
+            .terminal_on_life_loss
+            .map_or(c.terminal_on_life_loss, Into::into);
         c.full_action_space = self.full_action_space;
         if let Some(dir) = &self.rom_dir {
             c.rom_dir = dir.clone();

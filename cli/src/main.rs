@@ -7,7 +7,11 @@ mod env_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "apex", version, about = "Distributed actor-learner (Ape-X) training for Atari")]
+#[command(
+    name = "apex",
+    version,
+    about = "Distributed actor-learner (Ape-X) training for Atari"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

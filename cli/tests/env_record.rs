@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn apex(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_apex")).args(args).env_remove("APEX_ROM_DIR").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_apex"))
+        .args(args)
+        .env_remove("APEX_ROM_DIR")
+        .output()
+        .unwrap()
 }
 
 fn record(out: &Path, extra: &[&str]) -> Output {
@@ -17,7 +21,10 @@ fn record(out: &Path, extra: &[&str]) -> Output {
 /// Fails with a single stderr line containing `needle`.
 fn assert_clear_failure(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
     assert!(err.contains(needle), "'{needle}' not in: {err}");
 }
@@ -37,11 +44,22 @@ fn writes_frames_steps_and_screens() {
     assert!(frames.iter().any(|&p| p > 0), "frames are all black");
     let csv = String::from_utf8(read(out.join("steps.csv"))).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("step,action,reward,raw_reward,terminal,truncated,lives"));
-    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
+    assert_eq!(
+        lines.next(),
+        Some("step,action,reward,raw_reward,terminal,truncated,lives")
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
     assert_eq!(rows.len(), 120);
-    assert!(rows.iter().enumerate().all(|(i, r)| r[0] == (i + 1).to_string() && r.len() == 7));
-    assert!(rows.iter().all(|r| r[1].parse::<usize>().unwrap() < 4), "breakout's minimal set has 4 actions");
+    assert!(rows
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r[0] == (i + 1).to_string() && r.len() == 7));
+    assert!(
+        rows.iter().all(|r| r[1].parse::<usize>().unwrap() < 4),
+        "breakout's minimal set has 4 actions"
+    );
     // Screens after reset and at steps 50 and 100, as 210x160 RGB PNGs.
     for step in [0, 50, 100] {
         let png = read(out.join(format!("screen_{step:06}.png")));
@@ -66,11 +84,26 @@ fn same_seed_same_frames_and_other_seeds_differ() {
         (read(out.join("obs.npy")), read(out.join("steps.csv")))
     };
     for protocol in ["v4", "v5"] {
-        let a = run(&format!("{protocol}-a"), &["--protocol", protocol, "--seed", "11", "--steps", "300"]);
-        let b = run(&format!("{protocol}-b"), &["--protocol", protocol, "--seed", "11", "--steps", "300"]);
-        let c = run(&format!("{protocol}-c"), &["--protocol", protocol, "--seed", "12", "--steps", "300"]);
-        assert!(a == b, "{protocol}: the same seed gave different recordings");
-        assert!(a != c, "{protocol}: different seeds gave the same recording");
+        let a = run(
+            &format!("{protocol}-a"),
+            &["--protocol", protocol, "--seed", "11", "--steps", "300"],
+        );
+        let b = run(
+            &format!("{protocol}-b"),
+            &["--protocol", protocol, "--seed", "11", "--steps", "300"],
+        );
+        let c = run(
+            &format!("{protocol}-c"),
+            &["--protocol", protocol, "--seed", "12", "--steps", "300"],
+        );
+        assert!(
+            a == b,
+            "{protocol}: the same seed gave different recordings"
+        );
+        assert!(
+            a != c,
+            "{protocol}: different seeds gave the same recording"
+        );
     }
 }
 
@@ -83,7 +116,11 @@ fn an_actions_file_drives_the_game() {
     let o = record(&out, &["--actions", actions.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let csv = String::from_utf8(read(out.join("steps.csv"))).unwrap();
-    let taken: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap()).collect();
+    let taken: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
     assert_eq!(taken, ["1", "2", "3", "0"]);
 }
 
@@ -93,35 +130,67 @@ fn bad_input_gets_one_clear_line() {
     let out = dir.path().join("rec");
     let out_s = out.to_str().unwrap();
 
-    assert_clear_failure(&record(&out, &["--game", "brekout"]), "unknown game 'brekout': use one of");
+    assert_clear_failure(
+        &record(&out, &["--game", "brekout"]),
+        "unknown game 'brekout': use one of",
+    );
 
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    let o = apex(&["env", "record", "--out", out_s, "--rom-dir", empty.to_str().unwrap()]);
+    let o = apex(&[
+        "env",
+        "record",
+        "--out",
+        out_s,
+        "--rom-dir",
+        empty.to_str().unwrap(),
+    ]);
     assert_clear_failure(&o, "run scripts/setup.sh");
 
     let fake = dir.path().join("fake");
     std::fs::create_dir(&fake).unwrap();
     std::fs::write(fake.join("breakout.bin"), vec![0u8; 2048]).unwrap();
-    let o = apex(&["env", "record", "--out", out_s, "--rom-dir", fake.to_str().unwrap()]);
+    let o = apex(&[
+        "env",
+        "record",
+        "--out",
+        out_s,
+        "--rom-dir",
+        fake.to_str().unwrap(),
+    ]);
     assert_clear_failure(&o, "is expected: replace it with the ROM");
 
-    assert_clear_failure(&record(&out, &["--actions", "/nonexistent/actions.txt"]), "cannot read actions file");
+    assert_clear_failure(
+        &record(&out, &["--actions", "/nonexistent/actions.txt"]),
+        "cannot read actions file",
+    );
 
     let bad = dir.path().join("bad.txt");
     std::fs::write(&bad, "0\n1\nleft\n").unwrap();
-    assert_clear_failure(&record(&out, &["--actions", bad.to_str().unwrap()]), "line 3: 'left'");
+    assert_clear_failure(
+        &record(&out, &["--actions", bad.to_str().unwrap()]),
+        "line 3: 'left'",
+    );
 
     let far = dir.path().join("far.txt");
     std::fs::write(&far, "0\n4\n").unwrap();
-    assert_clear_failure(&record(&out, &["--actions", far.to_str().unwrap()]), "action 4 (step 2) is out of range");
+    assert_clear_failure(
+        &record(&out, &["--actions", far.to_str().unwrap()]),
+        "action 4 (step 2) is out of range",
+    );
 
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "0\n1\n").unwrap();
-    let o = record(&out, &["--actions", short.to_str().unwrap(), "--steps", "5"]);
+    let o = record(
+        &out,
+        &["--actions", short.to_str().unwrap(), "--steps", "5"],
+    );
     assert_clear_failure(&o, "holds 2 actions but 5 steps");
 
     // With the full action set, index 4 is valid.
-    let o = record(&out, &["--actions", far.to_str().unwrap(), "--full-action-space"]);
+    let o = record(
+        &out,
+        &["--actions", far.to_str().unwrap(), "--full-action-space"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

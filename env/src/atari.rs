@@ -115,7 +115,9 @@ impl AtariEnv<Ale> {
     /// [`AtariEnv::reset`] before the first step.
     pub fn new(config: &AtariConfig) -> Result<Self, EnvError> {
         if config.frame_skip == 0 || config.frame_stack == 0 {
-            return Err(EnvError::Config("frame_skip and frame_stack must be at least 1".into()));
+            return Err(EnvError::Config(
+                "frame_skip and frame_stack must be at least 1".into(),
+            ));
         }
         let rom = rom::locate(&config.rom_dir, &config.game)?;
         let ale = Ale::load(
@@ -128,13 +130,27 @@ impl AtariEnv<Ale> {
         let minimal = ale.minimal_actions();
         // Stable-Baselines3's rule: FIRE is the second of at least three actions.
         let needs_fire = minimal.len() >= 3 && minimal[1] == FIRE;
-        let actions = if config.full_action_space { ale.legal_actions() } else { minimal };
-        Ok(AtariEnv::with_emulator(ale, actions, needs_fire, config.clone()))
+        let actions = if config.full_action_space {
+            ale.legal_actions()
+        } else {
+            minimal
+        };
+        Ok(AtariEnv::with_emulator(
+            ale,
+            actions,
+            needs_fire,
+            config.clone(),
+        ))
     }
 }
 
 impl<E: Emulator> AtariEnv<E> {
-    pub(crate) fn with_emulator(emu: E, actions: Vec<i32>, needs_fire: bool, config: AtariConfig) -> Self {
+    pub(crate) fn with_emulator(
+        emu: E,
+        actions: Vec<i32>,
+        needs_fire: bool,
+        config: AtariConfig,
+    ) -> Self {
         AtariEnv {
             emu,
             actions,
@@ -204,12 +220,19 @@ impl<E: Emulator> AtariEnv<E> {
 
     /// Plays action index `action` for `frame_skip` emulator frames.
     pub fn step(&mut self, action: usize) -> Step {
-        assert!(!self.needs_reset, "step after the episode ended: call reset() first");
-        assert!(action < self.actions.len(), "action {action} out of range 0..{}", self.actions.len());
+        assert!(
+            !self.needs_reset,
+            "step after the episode ended: call reset() first"
+        );
+        assert!(
+            action < self.actions.len(),
+            "action {action} out of range 0..{}",
+            self.actions.len()
+        );
         let outcome = self.repeat(self.actions[action]);
         self.game_steps += 1;
         self.stack.push(&self.frame);
-        let game = (outcome.game_over || outcome.truncated).then(|| GameSummary {
+        let game = (outcome.game_over || outcome.truncated).then_some(GameSummary {
             raw_score: self.game_score,
             frames: self.game_frames,
             agent_steps: self.game_steps,
@@ -236,7 +259,11 @@ impl<E: Emulator> AtariEnv<E> {
             self.game_steps = 0;
             self.game_score = 0;
             self.game_ended = false;
-            let noops = if self.config.noop_max > 0 { self.rng.gen_range(1..=self.config.noop_max) } else { 0 };
+            let noops = if self.config.noop_max > 0 {
+                self.rng.gen_range(1..=self.config.noop_max)
+            } else {
+                0
+            };
             for _ in 0..noops {
                 self.game_score += self.emu.act(NOOP) as i64;
                 self.game_frames += 1;

@@ -12,7 +12,11 @@ use crate::{rom, EnvError};
 
 /// Agent steps/s of `threads` threads, each stepping one environment with
 /// random actions, over `duration` after a short warm-up.
-pub fn env_steps_per_sec(config: &AtariConfig, threads: usize, duration: Duration) -> Result<f64, EnvError> {
+pub fn env_steps_per_sec(
+    config: &AtariConfig,
+    threads: usize,
+    duration: Duration,
+) -> Result<f64, EnvError> {
     let envs = (0..threads)
         .map(|i| {
             let mut c = config.clone();
@@ -20,19 +24,28 @@ pub fn env_steps_per_sec(config: &AtariConfig, threads: usize, duration: Duratio
             AtariEnv::new(&c)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(run_threads(envs, duration, |env, rng| {
-        if env.step(rng.gen_range(0..env.num_actions())).done() {
+    Ok(run_threads(
+        envs,
+        duration,
+        |env, rng| {
+            if env.step(rng.gen_range(0..env.num_actions())).done() {
+                env.reset();
+            }
+            1
+        },
+        |env| {
             env.reset();
-        }
-        1
-    }, |env| {
-        env.reset();
-    }))
+        },
+    ))
 }
 
 /// Emulator frames/s of `threads` threads, each running one bare ALE with
 /// random minimal-set actions: the ceiling the wrapper is measured against.
-pub fn raw_frames_per_sec(config: &AtariConfig, threads: usize, duration: Duration) -> Result<f64, EnvError> {
+pub fn raw_frames_per_sec(
+    config: &AtariConfig,
+    threads: usize,
+    duration: Duration,
+) -> Result<f64, EnvError> {
     let path = rom::locate(&config.rom_dir, &config.game)?;
     let emulators = (0..threads)
         .map(|i| {
@@ -47,13 +60,18 @@ pub fn raw_frames_per_sec(config: &AtariConfig, threads: usize, duration: Durati
             (ale, actions)
         })
         .collect::<Vec<_>>();
-    Ok(run_threads(emulators, duration, |(ale, actions), rng| {
-        ale.act(actions[rng.gen_range(0..actions.len())]);
-        if ale.game_over() {
-            ale.reset_game();
-        }
-        1
-    }, |_| {}))
+    Ok(run_threads(
+        emulators,
+        duration,
+        |(ale, actions), rng| {
+            ale.act(actions[rng.gen_range(0..actions.len())]);
+            if ale.game_over() {
+                ale.reset_game();
+            }
+            1
+        },
+        |_| {},
+    ))
 }
 
 /// Runs `work` on each item in its own thread; returns the summed units of work per second.
@@ -88,6 +106,9 @@ fn run_threads<T: Send>(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("bench thread panicked")).sum()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .sum()
     })
 }

@@ -10,7 +10,10 @@ pub struct FrameStack {
 impl FrameStack {
     pub fn new(depth: usize, frame_len: usize) -> Self {
         assert!(depth > 0 && frame_len > 0);
-        FrameStack { frame_len, data: vec![0; depth * frame_len] }
+        FrameStack {
+            frame_len,
+            data: vec![0; depth * frame_len],
+        }
     }
 
     pub fn depth(&self) -> usize {

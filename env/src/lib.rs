@@ -27,12 +27,19 @@ pub enum EnvError {
         "rom {path} cannot be read ({source}): run scripts/setup.sh to install the ROMs, \
          or point --rom-dir (APEX_ROM_DIR) at a folder of <game>.bin files"
     )]
-    MissingRom { path: PathBuf, source: std::io::Error },
+    MissingRom {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "rom {path} has md5 {actual} but {expected} is expected: replace it with the ROM \
          from the ale-py 0.12.1 wheel (scripts/setup.sh does this)"
     )]
-    WrongRom { path: PathBuf, expected: String, actual: String },
+    WrongRom {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("invalid environment settings: {0}")]
     Config(String),
 }

@@ -7,7 +7,11 @@ use std::io::{self, Read, Write};
 /// writes exactly `shape.iter().product()` bytes.
 pub fn write_u8_header(out: &mut impl Write, shape: &[usize]) -> io::Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut dict = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple}, }}");
     // Magic (6) + version (2) + length (2) + dict + newline, padded to 64 bytes.
     let unpadded = 10 + dict.len() + 1;
@@ -20,7 +24,12 @@ pub fn write_u8_header(out: &mut impl Write, shape: &[usize]) -> io::Result<()> 
 
 /// Reads a C-ordered uint8 `.npy`: its shape and data.
 pub fn read_u8(mut input: impl Read) -> io::Result<(Vec<usize>, Vec<u8>)> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("not a uint8 .npy file: {what}"));
+    let bad = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a uint8 .npy file: {what}"),
+        )
+    };
     let mut head = [0u8; 10];
     input.read_exact(&mut head)?;
     if &head[..6] != b"\x93NUMPY" || head[6] != 1 {

@@ -29,24 +29,42 @@ pub enum RecordError {
     #[error(transparent)]
     Env(#[from] EnvError),
     #[error("cannot read actions file {path}: {source}")]
-    ActionsUnreadable { path: PathBuf, source: std::io::Error },
+    ActionsUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("actions file {path}, line {line}: '{text}' is not an action index (one non-negative integer per line)")]
-    ActionsMalformed { path: PathBuf, line: usize, text: String },
+    ActionsMalformed {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
     #[error(
         "action {action} (step {step}) is out of range: {game} has {count} actions (0..={max}) in this action set; \
          use indices below {count}, or the full action set (18)"
     )]
-    ActionOutOfRange { step: usize, action: usize, game: String, count: usize, max: usize },
+    ActionOutOfRange {
+        step: usize,
+        action: usize,
+        game: String,
+        count: usize,
+        max: usize,
+    },
     #[error("the actions file holds {have} actions but {want} steps were asked for: pass fewer steps or more actions")]
     TooFewActions { have: usize, want: usize },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Reads an actions file: one integer per line; blank lines are skipped.
 pub fn read_actions(path: &Path) -> Result<Vec<usize>, RecordError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| RecordError::ActionsUnreadable { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| RecordError::ActionsUnreadable {
+        path: path.to_owned(),
+        source,
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -72,13 +90,26 @@ pub struct RecordSummary {
 /// Plays `steps` steps into `out` (created if needed). After a training
 /// episode ends (game over, truncation or a terminal life loss) the
 /// environment is reset and play continues.
-pub fn record(config: &AtariConfig, actions: &Actions, steps: usize, out: &Path) -> Result<RecordSummary, RecordError> {
+pub fn record(
+    config: &AtariConfig,
+    actions: &Actions,
+    steps: usize,
+    out: &Path,
+) -> Result<RecordSummary, RecordError> {
     let mut env = AtariEnv::new(config)?;
     if let Actions::List(list) = actions {
         if list.len() < steps {
-            return Err(RecordError::TooFewActions { have: list.len(), want: steps });
+            return Err(RecordError::TooFewActions {
+                have: list.len(),
+                want: steps,
+            });
         }
-        if let Some((i, &a)) = list.iter().take(steps).enumerate().find(|(_, &a)| a >= env.num_actions()) {
+        if let Some((i, &a)) = list
+            .iter()
+            .take(steps)
+            .enumerate()
+            .find(|(_, &a)| a >= env.num_actions())
+        {
             return Err(RecordError::ActionOutOfRange {
                 step: i + 1,
                 action: a,
@@ -97,8 +128,13 @@ pub fn record(config: &AtariConfig, actions: &Actions, steps: usize, out: &Path)
     let csv_path = out.join("steps.csv");
     let mut obs = BufWriter::new(File::create(&obs_path).map_err(write_err(&obs_path))?);
     let mut csv = BufWriter::new(File::create(&csv_path).map_err(write_err(&csv_path))?);
-    npy::write_u8_header(&mut obs, &[steps + 1, FRAME_SIZE, FRAME_SIZE]).map_err(write_err(&obs_path))?;
-    writeln!(csv, "step,action,reward,raw_reward,terminal,truncated,lives").map_err(write_err(&csv_path))?;
+    npy::write_u8_header(&mut obs, &[steps + 1, FRAME_SIZE, FRAME_SIZE])
+        .map_err(write_err(&obs_path))?;
+    writeln!(
+        csv,
+        "step,action,reward,raw_reward,terminal,truncated,lives"
+    )
+    .map_err(write_err(&csv_path))?;
 
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_ac71);
     let mut summary = RecordSummary::default();
@@ -121,7 +157,11 @@ pub fn record(config: &AtariConfig, actions: &Actions, steps: usize, out: &Path)
         .map_err(write_err(&csv_path))?;
         obs.write_all(env.frame()).map_err(write_err(&obs_path))?;
         if step % PNG_EVERY == 0 {
-            save_png(&env, &mut screen, &out.join(format!("screen_{step:06}.png")))?;
+            save_png(
+                &env,
+                &mut screen,
+                &out.join(format!("screen_{step:06}.png")),
+            )?;
             summary.pngs += 1;
         }
         if let Some(game) = s.game {
@@ -140,10 +180,24 @@ pub fn record(config: &AtariConfig, actions: &Actions, steps: usize, out: &Path)
 
 fn save_png(env: &AtariEnv, screen: &mut [u8], path: &Path) -> Result<(), RecordError> {
     env.screen_rgb(screen);
-    let err = |e: png::EncodingError| RecordError::Write { path: path.to_owned(), source: e.into() };
-    let file = File::create(path).map_err(|source| RecordError::Write { path: path.to_owned(), source })?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), SCREEN_WIDTH as u32, SCREEN_HEIGHT as u32);
+    let err = |e: png::EncodingError| RecordError::Write {
+        path: path.to_owned(),
+        source: e.into(),
+    };
+    let file = File::create(path).map_err(|source| RecordError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut encoder = png::Encoder::new(
+        BufWriter::new(file),
+        SCREEN_WIDTH as u32,
+        SCREEN_HEIGHT as u32,
+    );
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    encoder.write_header().map_err(err)?.write_image_data(screen).map_err(err)
+    encoder
+        .write_header()
+        .map_err(err)?
+        .write_image_data(screen)
+        .map_err(err)
 }

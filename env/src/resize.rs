@@ -26,83 +26,206 @@ fn taps(src_len: usize, dst_len: usize) -> Vec<Tap> {
         first = first.min(last);
         if first as f64 - start > 1e-3 {
             let weight = ((first as f64 - start) / cell) as f32;
-            taps.push(Tap { dst: d, src: first - 1, weight });
+            taps.push(Tap {
+                dst: d,
+                src: first - 1,
+                weight,
+            });
         }
         for s in first..last {
-            taps.push(Tap { dst: d, src: s, weight: (1.0 / cell) as f32 });
+            taps.push(Tap {
+                dst: d,
+                src: s,
+                weight: (1.0 / cell) as f32,
+            });
         }
         if end - last as f64 > 1e-3 {
             let weight = ((end - last as f64).min(1.0).min(cell) / cell) as f32;
-            taps.push(Tap { dst: d, src: last, weight });
+            taps.push(Tap {
+                dst: d,
+                src: last,
+                weight,
+            });
         }
     }
     taps
 }
 
+/// The taps of one axis grouped by destination pixel and padded to the same
+/// count with zero weights (adding `x * 0.0` leaves a sum unchanged, so the
+/// padding keeps OpenCV's arithmetic exact).
+#[derive(Debug, Clone)]
+struct Kernel {
+    width: usize,
+    src: Vec<usize>,
+    weight: Vec<f32>,
+}
+
+impl Kernel {
+    fn new(src_len: usize, dst_len: usize) -> Self {
+        let taps = taps(src_len, dst_len);
+        let per_dst: Vec<Vec<Tap>> = (0..dst_len)
+            .map(|d| taps.iter().filter(|t| t.dst == d).copied().collect())
+            .collect();
+        let width = per_dst.iter().map(Vec::len).max().unwrap_or(1);
+        let mut src = Vec::with_capacity(dst_len * width);
+        let mut weight = Vec::with_capacity(dst_len * width);
+        for mine in &per_dst {
+            for j in 0..width {
+                let tap = mine.get(j).copied().unwrap_or(Tap {
+                    weight: 0.0,
+                    ..mine[0]
+                });
+                src.push(tap.src);
+                weight.push(tap.weight);
+            }
+        }
+        Kernel { width, src, weight }
+    }
+
+    /// Source indices and weights of destination pixel `d`, in OpenCV's order.
+    fn of(&self, d: usize) -> (&[usize], &[f32]) {
+        let range = d * self.width..(d + 1) * self.width;
+        (&self.src[range.clone()], &self.weight[range])
+    }
+
+    /// The same taps stored tap-major: tap `j` of every destination pixel.
+    fn transposed(&self) -> (Vec<u32>, Vec<f32>) {
+        let n = self.src.len() / self.width;
+        let mut src = Vec::with_capacity(self.src.len());
+        let mut weight = Vec::with_capacity(self.src.len());
+        for j in 0..self.width {
+            for d in 0..n {
+                src.push(self.src[d * self.width + j] as u32);
+                weight.push(self.weight[d * self.width + j]);
+            }
+        }
+        (src, weight)
+    }
+}
+
 /// Precomputed weights for resizing `src_h x src_w` to `dst_h x dst_w`.
 #[derive(Debug, Clone)]
 pub struct AreaResize {
-    src_w: usize,
-    dst_w: usize,
-    dst_h: usize,
     src_h: usize,
-    cols: Vec<Tap>,
-    rows: Vec<Tap>,
+    src_w: usize,
+    dst_h: usize,
+    dst_w: usize,
+    rows: Kernel,
+    /// Every source row resized horizontally, `src_h x dst_w`.
+    scratch: Vec<f32>,
+    /// One destination row before rounding.
+    row_sum: Vec<f32>,
+    /// The column taps tap-major, so each tap is one gather then one
+    /// vectorizable multiply-add over the whole destination row.
+    col_src: Vec<u32>,
+    col_weight: Vec<f32>,
+    /// One source row as f32, converted in one vectorized pass.
+    line: Vec<f32>,
+    /// One tap's source pixels for a destination row.
+    gathered: Vec<f32>,
 }
 
 impl AreaResize {
     /// Downscaling only (the area method is defined for shrinking).
     pub fn new(src_h: usize, src_w: usize, dst_h: usize, dst_w: usize) -> Self {
         assert!(dst_h <= src_h && dst_w <= src_w && dst_h > 0 && dst_w > 0);
+        let cols = Kernel::new(src_w, dst_w);
+        let (col_src, col_weight) = cols.transposed();
         AreaResize {
-            src_w,
-            dst_w,
-            dst_h,
+            col_src,
+            col_weight,
+            gathered: vec![0.0; dst_w],
+            line: vec![0.0; src_w],
             src_h,
-            cols: taps(src_w, dst_w),
-            rows: taps(src_h, dst_h),
+            src_w,
+            dst_h,
+            dst_w,
+            rows: Kernel::new(src_h, dst_h),
+            scratch: vec![0.0; src_h * dst_w],
+            row_sum: vec![0.0; dst_w],
         }
     }
 
     /// Resizes `src` (row-major `src_h x src_w`) into `dst` (`dst_h x dst_w`).
-    pub fn apply(&self, src: &[u8], dst: &mut [u8]) {
+    pub fn apply(&mut self, src: &[u8], dst: &mut [u8]) {
         assert_eq!(src.len(), self.src_h * self.src_w, "source size");
         assert_eq!(dst.len(), self.dst_h * self.dst_w, "destination size");
         let w = self.dst_w;
-        let mut row = vec![0f32; w];
-        let mut sum = vec![0f32; w];
-        let mut current = self.rows[0].dst;
-        for tap in &self.rows {
-            let line = &src[tap.src * self.src_w..(tap.src + 1) * self.src_w];
-            row.fill(0.0);
-            for c in &self.cols {
-                row[c.dst] += line[c.src] as f32 * c.weight;
+        for (line, out) in src
+            .chunks_exact(self.src_w)
+            .zip(self.scratch.chunks_exact_mut(w))
+        {
+            for (f, &v) in self.line.iter_mut().zip(line) {
+                *f = v as f32;
             }
-            if tap.dst != current {
-                store(&sum, &mut dst[current * w..(current + 1) * w]);
-                for (s, r) in sum.iter_mut().zip(&row) {
-                    *s = tap.weight * r;
+            out.fill(0.0);
+            for (idx, wt) in self
+                .col_src
+                .chunks_exact(w)
+                .zip(self.col_weight.chunks_exact(w))
+            {
+                for (g, &i) in self.gathered.iter_mut().zip(idx) {
+                    *g = self.line[i as usize];
                 }
-                current = tap.dst;
-            } else {
-                for (s, r) in sum.iter_mut().zip(&row) {
-                    *s += tap.weight * r;
+                for ((o, &g), &a) in out.iter_mut().zip(&self.gathered).zip(wt) {
+                    *o += g * a;
                 }
             }
         }
-        store(&sum, &mut dst[current * w..(current + 1) * w]);
+        let sum = &mut self.row_sum;
+        for (y, out) in dst.chunks_exact_mut(w).enumerate() {
+            let (idx, wt) = self.rows.of(y);
+            for (j, (&r, &b)) in idx.iter().zip(wt).enumerate() {
+                let row = &self.scratch[r * w..(r + 1) * w];
+                if j == 0 {
+                    for (s, &h) in sum.iter_mut().zip(row) {
+                        *s = b * h;
+                    }
+                } else {
+                    for (s, &h) in sum.iter_mut().zip(row) {
+                        *s += b * h;
+                    }
+                }
+            }
+            for (o, &s) in out.iter_mut().zip(sum.iter()) {
+                *o = round_to_u8(s);
+            }
+        }
     }
 }
 
-fn store(sum: &[f32], out: &mut [u8]) {
-    for (o, s) in out.iter_mut().zip(sum) {
-        *o = s.round_ties_even().clamp(0.0, 255.0) as u8;
-    }
+/// Rounds half to even, as OpenCV's `saturate_cast<uchar>(float)` does.
+/// Adding and subtracting 2^23 rounds in the FPU's default mode for
+/// 0 <= x < 2^22 and, unlike `round_ties_even`, needs no libm call on
+/// baseline x86-64.
+#[inline]
+fn round_to_u8(x: f32) -> u8 {
+    const MAGIC: f32 = 8_388_608.0;
+    let r = (x.clamp(0.0, 255.0) + MAGIC) - MAGIC;
+    r as u8
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_is_half_to_even_and_saturating() {
+        for (x, want) in [
+            (0.5f32, 0u8),
+            (1.5, 2),
+            (2.5, 2),
+            (2.4999, 2),
+            (2.5001, 3),
+            (254.5, 254),
+            (255.4, 255),
+            (300.0, 255),
+            (-3.0, 0),
+        ] {
+            assert_eq!(round_to_u8(x), want, "{x}");
+        }
+    }
 
     #[test]
     fn weights_of_each_destination_pixel_sum_to_one() {
@@ -119,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_flat_image_stays_flat() {
-        let r = AreaResize::new(210, 160, 84, 84);
+        let mut r = AreaResize::new(210, 160, 84, 84);
         for v in [0u8, 1, 77, 254, 255] {
             let src = vec![v; 210 * 160];
             let mut dst = vec![0; 84 * 84];

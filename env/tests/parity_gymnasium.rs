@@ -11,28 +11,42 @@ use apex_env::{npy, AtariConfig, Protocol};
 use rand::{Rng, SeedableRng};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn python() -> PathBuf {
     let python = workspace().join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing: run scripts/setup.sh first", python.display());
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh first",
+        python.display()
+    );
     python
 }
 
 fn check_parity(game: &str, actions: usize, action_count: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let list: Vec<usize> = (0..actions).map(|_| rng.gen_range(0..action_count)).collect();
+    let list: Vec<usize> = (0..actions)
+        .map(|_| rng.gen_range(0..action_count))
+        .collect();
     let actions_file = dir.path().join("actions.txt");
-    std::fs::write(&actions_file, list.iter().map(|a| format!("{a}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &actions_file,
+        list.iter().map(|a| format!("{a}\n")).collect::<String>(),
+    )
+    .unwrap();
 
     let mut config = AtariConfig::new(game, Protocol::V4);
     config.noop_max = 0;
     config.fire_reset = false;
     config.terminal_on_life_loss = false;
     let ours_dir = dir.path().join("ours");
-    let summary = record::record(&config, &Actions::List(list.clone()), actions, &ours_dir).unwrap();
+    let summary =
+        record::record(&config, &Actions::List(list.clone()), actions, &ours_dir).unwrap();
 
     let theirs = dir.path().join("gym");
     let status = Command::new(python())
@@ -45,12 +59,19 @@ fn check_parity(game: &str, actions: usize, action_count: usize) {
         .expect("run the gymnasium recorder");
     assert!(status.success(), "gymnasium recorder failed");
 
-    let (shape_ours, ours) = npy::read_u8(std::fs::File::open(ours_dir.join("obs.npy")).unwrap()).unwrap();
-    let (shape_gym, gym) = npy::read_u8(std::fs::File::open(theirs.with_extension("npy")).unwrap()).unwrap();
+    let (shape_ours, ours) =
+        npy::read_u8(std::fs::File::open(ours_dir.join("obs.npy")).unwrap()).unwrap();
+    let (shape_gym, gym) =
+        npy::read_u8(std::fs::File::open(theirs.with_extension("npy")).unwrap()).unwrap();
     assert_eq!(shape_ours, vec![actions + 1, 84, 84]);
     assert_eq!(shape_ours, shape_gym);
     let differing = ours.iter().zip(&gym).filter(|(a, b)| a != b).count();
-    let worst = ours.iter().zip(&gym).map(|(&a, &b)| a.abs_diff(b)).max().unwrap();
+    let worst = ours
+        .iter()
+        .zip(&gym)
+        .map(|(&a, &b)| a.abs_diff(b))
+        .max()
+        .unwrap();
     let first_bad_frame = ours
         .chunks(84 * 84)
         .zip(gym.chunks(84 * 84))
@@ -63,7 +84,12 @@ fn check_parity(game: &str, actions: usize, action_count: usize) {
     // Rewards, game overs and lives agree step by step too.
     let ours_csv = std::fs::read_to_string(ours_dir.join("steps.csv")).unwrap();
     let gym_csv = std::fs::read_to_string(theirs.with_extension("csv")).unwrap();
-    for (i, (o, g)) in ours_csv.lines().skip(1).zip(gym_csv.lines().skip(1)).enumerate() {
+    for (i, (o, g)) in ours_csv
+        .lines()
+        .skip(1)
+        .zip(gym_csv.lines().skip(1))
+        .enumerate()
+    {
         let o: Vec<&str> = o.split(',').collect(); // step,action,reward,raw_reward,terminal,truncated,lives
         let g: Vec<&str> = g.split(',').collect(); // step,action,raw_reward,terminal,truncated,lives
         assert_eq!(
@@ -73,7 +99,10 @@ fn check_parity(game: &str, actions: usize, action_count: usize) {
             i + 1
         );
     }
-    assert!(summary.games_finished > 0 || actions < 2000, "{game}: the comparison should span a game over");
+    assert!(
+        summary.games_finished > 0 || actions < 2000,
+        "{game}: the comparison should span a game over"
+    );
 }
 
 #[test]

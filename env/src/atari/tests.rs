@@ -20,7 +20,11 @@ impl Emulator for Scripted {
     fn act(&mut self, action: i32) -> i32 {
         self.frame += 1;
         self.log.push(action);
-        self.rewards.iter().filter(|(f, _)| *f == self.frame).map(|(_, r)| r).sum()
+        self.rewards
+            .iter()
+            .filter(|(f, _)| *f == self.frame)
+            .map(|(_, r)| r)
+            .sum()
     }
     fn game_over(&self) -> bool {
         self.game_over_at.is_some_and(|f| self.frame >= f)
@@ -31,7 +35,12 @@ impl Emulator for Scripted {
         self.log.clear();
     }
     fn lives(&self) -> i32 {
-        self.start_lives - self.lives_lost_at.iter().filter(|&&f| f <= self.frame).count() as i32
+        self.start_lives
+            - self
+                .lives_lost_at
+                .iter()
+                .filter(|&&f| f <= self.frame)
+                .count() as i32
     }
     fn grayscale(&self, out: &mut [u8]) {
         out.fill(self.frame as u8);
@@ -58,7 +67,14 @@ fn flat(frame: &[u8]) -> u8 {
 
 #[test]
 fn a_step_repeats_the_action_and_pools_its_last_two_frames() {
-    let mut e = env(Scripted { start_lives: 3, ..Default::default() }, false, config());
+    let mut e = env(
+        Scripted {
+            start_lives: 3,
+            ..Default::default()
+        },
+        false,
+        config(),
+    );
     e.reset();
     assert_eq!(flat(e.frame()), 0);
     e.step(2);
@@ -80,7 +96,11 @@ fn max_pool_takes_the_brighter_pixel() {
 
 #[test]
 fn rewards_are_summed_over_repeats_then_clipped_to_their_sign() {
-    let emu = Scripted { start_lives: 1, rewards: vec![(1, 4), (3, 3), (6, -2)], ..Default::default() };
+    let emu = Scripted {
+        start_lives: 1,
+        rewards: vec![(1, 4), (3, 3), (6, -2)],
+        ..Default::default()
+    };
     let mut e = env(emu, false, config());
     e.reset();
     let s = e.step(0);
@@ -98,28 +118,63 @@ fn noop_starts_are_seeded_and_between_one_and_noop_max() {
         let mut c = config();
         c.noop_max = 30;
         c.seed = seed;
-        let mut e = env(Scripted { start_lives: 1, ..Default::default() }, false, c);
+        let mut e = env(
+            Scripted {
+                start_lives: 1,
+                ..Default::default()
+            },
+            false,
+            c,
+        );
         e.reset();
         assert!(e.emu.log.iter().all(|&a| a == NOOP));
         e.emu.log.len()
     };
     let counts: Vec<usize> = (0..40).map(noops).collect();
     assert!(counts.iter().all(|&n| (1..=30).contains(&n)), "{counts:?}");
-    assert!(counts.iter().any(|&n| n != counts[0]), "no-op counts never vary: {counts:?}");
-    assert_eq!(counts, (0..40).map(noops).collect::<Vec<_>>(), "same seeds, same no-ops");
+    assert!(
+        counts.iter().any(|&n| n != counts[0]),
+        "no-op counts never vary: {counts:?}"
+    );
+    assert_eq!(
+        counts,
+        (0..40).map(noops).collect::<Vec<_>>(),
+        "same seeds, same no-ops"
+    );
 }
 
 #[test]
 fn fire_games_press_fire_on_reset_and_others_do_not() {
-    let mut e = env(Scripted { start_lives: 1, ..Default::default() }, true, config());
+    let mut e = env(
+        Scripted {
+            start_lives: 1,
+            ..Default::default()
+        },
+        true,
+        config(),
+    );
     e.reset();
     assert_eq!(e.emu.log, vec![FIRE; 4]);
-    let mut e = env(Scripted { start_lives: 1, ..Default::default() }, false, config());
+    let mut e = env(
+        Scripted {
+            start_lives: 1,
+            ..Default::default()
+        },
+        false,
+        config(),
+    );
     e.reset();
     assert!(e.emu.log.is_empty());
     let mut c = config();
     c.fire_reset = false;
-    let mut e = env(Scripted { start_lives: 1, ..Default::default() }, true, c);
+    let mut e = env(
+        Scripted {
+            start_lives: 1,
+            ..Default::default()
+        },
+        true,
+        c,
+    );
     e.reset();
     assert!(e.emu.log.is_empty());
 }
@@ -145,14 +200,26 @@ fn life_loss_ends_the_training_episode_but_not_the_game() {
     let s = e.step(0); // frames 11-13: game over
     assert!(s.terminal);
     let game = s.game.expect("the game ended");
-    assert_eq!(game, GameSummary { raw_score: 6, frames: 13, agent_steps: 2 });
+    assert_eq!(
+        game,
+        GameSummary {
+            raw_score: 6,
+            frames: 13,
+            agent_steps: 2
+        }
+    );
     e.reset();
     assert_eq!(e.emu.resets, 2, "a game over restarts the game");
 }
 
 #[test]
 fn without_life_loss_terminals_only_the_game_over_ends_an_episode() {
-    let emu = Scripted { start_lives: 2, lives_lost_at: vec![3, 9], game_over_at: Some(9), ..Default::default() };
+    let emu = Scripted {
+        start_lives: 2,
+        lives_lost_at: vec![3, 9],
+        game_over_at: Some(9),
+        ..Default::default()
+    };
     let mut c = config();
     c.terminal_on_life_loss = false;
     let mut e = env(emu, false, c);
@@ -166,7 +233,11 @@ fn without_life_loss_terminals_only_the_game_over_ends_an_episode() {
 
 #[test]
 fn an_early_stop_keeps_the_previous_frames_as_gymnasium_does() {
-    let emu = Scripted { start_lives: 1, game_over_at: Some(7), ..Default::default() };
+    let emu = Scripted {
+        start_lives: 1,
+        game_over_at: Some(7),
+        ..Default::default()
+    };
     let mut e = env(emu, false, config());
     e.reset();
     e.step(0);
@@ -180,7 +251,14 @@ fn an_early_stop_keeps_the_previous_frames_as_gymnasium_does() {
 fn the_frame_cap_truncates_and_the_next_reset_restarts() {
     let mut c = config();
     c.max_episode_frames = 10;
-    let mut e = env(Scripted { start_lives: 3, ..Default::default() }, false, c);
+    let mut e = env(
+        Scripted {
+            start_lives: 3,
+            ..Default::default()
+        },
+        false,
+        c,
+    );
     e.reset();
     assert!(!e.step(0).done());
     assert!(!e.step(0).done());
@@ -198,7 +276,11 @@ fn the_frame_cap_truncates_and_the_next_reset_restarts() {
 #[test]
 #[should_panic(expected = "call reset() first")]
 fn stepping_a_finished_episode_is_a_bug() {
-    let emu = Scripted { start_lives: 1, game_over_at: Some(1), ..Default::default() };
+    let emu = Scripted {
+        start_lives: 1,
+        game_over_at: Some(1),
+        ..Default::default()
+    };
     let mut e = env(emu, false, config());
     e.reset();
     e.step(0);
