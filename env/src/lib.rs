@@ -1,11 +1,14 @@
-//! Atari games for apex: ALE 0.6 (through `ale-sys`) wrapped with the
-//! preprocessing DQN-family agents are trained and compared under, plus the
-//! recorder behind `apex env record`.
+//! Environments for apex: Atari games (ALE 0.6 through `ale-sys`) wrapped
+//! with the preprocessing DQN-family agents are trained and compared under,
+//! Catch for proving that the pipeline learns, and the recorder behind
+//! `apex env record`.
 
 mod ale;
 pub mod atari;
 pub mod bench;
+pub mod catch;
 mod emulator;
+pub mod environment;
 pub mod frame_stack;
 pub mod npy;
 pub mod protocol;
@@ -16,6 +19,8 @@ pub mod rom;
 use std::path::PathBuf;
 
 pub use atari::{AtariConfig, AtariEnv, GameSummary, Step, FRAME_PIXELS, FRAME_SIZE};
+pub use catch::{Catch, CatchConfig};
+pub use environment::{EnvSpec, Environment};
 pub use protocol::Protocol;
 
 /// Why a game could not be started.
