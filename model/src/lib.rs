@@ -4,19 +4,40 @@
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+/// The torso that turns observations into features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Nature DQN: 32x8x8/4, 64x4x4/2, 64x3x3/1 convolutions (Atari frames).
+    Nature,
+    /// One hidden layer on the flattened observation (small test environments).
+    Mlp { hidden: i64 },
+}
+
 /// Shape of a Q-network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QNetConfig {
-    /// Stacked frames per observation.
-    pub frames: i64,
-    /// Side of the square frames.
-    pub frame_size: i64,
+    pub arch: Arch,
+    /// Observation shape `[channels, height, width]` (uint8).
+    pub obs_shape: [i64; 3],
     pub actions: i64,
     /// Separate value and advantage streams (Wang et al. 2016).
     pub dueling: bool,
 }
 
-/// Nature CNN: 32x8x8/4, 64x4x4/2, 64x3x3/1, then 512 units.
+impl QNetConfig {
+    /// `obs_shape` must have three dimensions.
+    pub fn new(arch: Arch, obs_shape: &[usize], actions: usize, dueling: bool) -> Self {
+        assert_eq!(obs_shape.len(), 3, "observations are [channels, height, width]");
+        QNetConfig {
+            arch,
+            obs_shape: [obs_shape[0] as i64, obs_shape[1] as i64, obs_shape[2] as i64],
+            actions: actions as i64,
+            dueling,
+        }
+    }
+}
+
+/// A Q-network: a torso, then an advantage head and, if dueling, a value head.
 #[derive(Debug)]
 pub struct QNet {
     torso: nn::Sequential,
@@ -30,54 +51,43 @@ fn conv_out(size: i64) -> i64 {
     b - 3 + 1
 }
 
-fn head(p: &nn::Path, input: i64, outputs: i64) -> nn::Sequential {
+/// Units of the last hidden layer of each head.
+const HEAD_HIDDEN: i64 = 512;
+
+fn head(p: &nn::Path, input: i64, hidden: i64, outputs: i64) -> nn::Sequential {
     nn::seq()
-        .add(nn::linear(p / "hidden", input, 512, Default::default()))
+        .add(nn::linear(p / "hidden", input, hidden, Default::default()))
         .add_fn(|x| x.relu())
-        .add(nn::linear(p / "out", 512, outputs, Default::default()))
+        .add(nn::linear(p / "out", hidden, outputs, Default::default()))
 }
 
 impl QNet {
     pub fn new(p: &nn::Path, c: QNetConfig) -> Self {
-        let side = conv_out(c.frame_size);
-        assert!(
-            side > 0,
-            "frames of side {} are too small for the Nature CNN",
-            c.frame_size
-        );
-        let flat = 64 * side * side;
-        let torso = nn::seq()
-            .add(nn::conv2d(
-                p / "conv1",
-                c.frames,
-                32,
-                8,
-                nn::ConvConfig {
-                    stride: 4,
-                    ..Default::default()
-                },
-            ))
-            .add_fn(|x| x.relu())
-            .add(nn::conv2d(
-                p / "conv2",
-                32,
-                64,
-                4,
-                nn::ConvConfig {
-                    stride: 2,
-                    ..Default::default()
-                },
-            ))
-            .add_fn(|x| x.relu())
-            .add(nn::conv2d(p / "conv3", 64, 64, 3, Default::default()))
-            .add_fn(|x| x.relu().flatten(1, -1));
-        let value = c.dueling.then(|| head(&(p / "value"), flat, 1));
-        let advantage = head(&(p / "advantage"), flat, c.actions);
-        QNet {
-            torso,
-            value,
-            advantage,
-        }
+        let [channels, height, width] = c.obs_shape;
+        let (torso, features, head_hidden) = match c.arch {
+            Arch::Nature => {
+                let (h, w) = (conv_out(height), conv_out(width));
+                assert!(h > 0 && w > 0, "{height}x{width} frames are too small for the Nature CNN");
+                let torso = nn::seq()
+                    .add(nn::conv2d(p / "conv1", channels, 32, 8, nn::ConvConfig { stride: 4, ..Default::default() }))
+                    .add_fn(|x| x.relu())
+                    .add(nn::conv2d(p / "conv2", 32, 64, 4, nn::ConvConfig { stride: 2, ..Default::default() }))
+                    .add_fn(|x| x.relu())
+                    .add(nn::conv2d(p / "conv3", 64, 64, 3, Default::default()))
+                    .add_fn(|x| x.relu().flatten(1, -1));
+                (torso, 64 * h * w, HEAD_HIDDEN)
+            }
+            Arch::Mlp { hidden } => {
+                let torso = nn::seq()
+                    .add_fn(|x| x.flatten(1, -1))
+                    .add(nn::linear(p / "fc", channels * height * width, hidden, Default::default()))
+                    .add_fn(|x| x.relu());
+                (torso, hidden, hidden)
+            }
+        };
+        let value = c.dueling.then(|| head(&(p / "value"), features, head_hidden, 1));
+        let advantage = head(&(p / "advantage"), features, head_hidden, c.actions);
+        QNet { torso, value, advantage }
     }
 
     /// Q-values `[B, actions]` for uint8 observations `[B, frames, H, W]`.
@@ -91,6 +101,19 @@ impl QNet {
             None => a,
         }
     }
+}
+
+/// Serializes every variable (libtorch's format, names and shapes included).
+pub fn save_weights(vs: &nn::VarStore) -> Result<Vec<u8>, tch::TchError> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    vs.save_to_stream(&mut out)?;
+    Ok(out.into_inner())
+}
+
+/// Loads weights saved by [`save_weights`] from a network of the same shape;
+/// a different shape is an error, not a silent partial load.
+pub fn load_weights(vs: &mut nn::VarStore, bytes: &[u8]) -> Result<(), tch::TchError> {
+    vs.load_from_stream(std::io::Cursor::new(bytes))
 }
 
 /// CUDA when asked for and present, else the CPU.
@@ -109,13 +132,7 @@ mod tests {
     #[test]
     fn nature_cnn_shapes_and_parameter_count() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let c = QNetConfig {
-            frames: 4,
-            frame_size: 84,
-            actions: 4,
-            dueling: true,
-        };
-        let net = QNet::new(&vs.root(), c);
+        let net = QNet::new(&vs.root(), QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true));
         let obs = Tensor::zeros([3, 4, 84, 84], (Kind::Uint8, Device::Cpu));
         assert_eq!(net.q_values(&obs).size(), vec![3, 4]);
         let params: i64 = vs
@@ -131,16 +148,34 @@ mod tests {
     }
 
     #[test]
+    fn weights_round_trip_and_shape_mismatches_fail() {
+        let c = QNetConfig::new(Arch::Mlp { hidden: 8 }, &[1, 4, 4], 3, true);
+        let a = nn::VarStore::new(Device::Cpu);
+        let net_a = QNet::new(&a.root(), c);
+        let mut b = nn::VarStore::new(Device::Cpu);
+        let net_b = QNet::new(&b.root(), c);
+        let obs = Tensor::randint(255, [2, 1, 4, 4], (Kind::Uint8, Device::Cpu));
+        assert!(!net_a.q_values(&obs).equal(&net_b.q_values(&obs)));
+        load_weights(&mut b, &save_weights(&a).unwrap()).unwrap();
+        assert!(net_a.q_values(&obs).equal(&net_b.q_values(&obs)));
+        let mut other = nn::VarStore::new(Device::Cpu);
+        let _ = QNet::new(&other.root(), QNetConfig::new(Arch::Mlp { hidden: 9 }, &[1, 4, 4], 3, true));
+        assert!(load_weights(&mut other, &save_weights(&a).unwrap()).is_err());
+    }
+
+    #[test]
+    fn mlp_for_small_observations() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = QNet::new(&vs.root(), QNetConfig::new(Arch::Mlp { hidden: 32 }, &[1, 10, 5], 3, false));
+        let obs = Tensor::zeros([7, 1, 10, 5], (Kind::Uint8, Device::Cpu));
+        assert_eq!(net.q_values(&obs).size(), vec![7, 3]);
+    }
+
+    #[test]
     fn dueling_advantages_are_centred() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let c = QNetConfig {
-            frames: 4,
-            frame_size: 84,
-            actions: 6,
-            dueling: true,
-        };
-        let net = QNet::new(&vs.root(), c);
+        let net = QNet::new(&vs.root(), QNetConfig::new(Arch::Nature, &[4, 84, 84], 6, true));
         let obs = Tensor::randint(255, [2, 4, 84, 84], (Kind::Uint8, Device::Cpu));
         let q = net.q_values(&obs);
         let h = net.torso.forward(&(obs.to_kind(Kind::Float) / 255.0));
