@@ -1,2 +1,316 @@
-//! Actors: many environments stepped together, one batched forward pass per
-//! step, transitions streamed to the replay server. The pipeline work fills it in.
+//! Actors: one process steps many environments, makes one batched forward
+//! pass per step for all of them, explores with Ape-X's epsilon ladder,
+//! builds n-step transitions and streams them to the replay server, picking
+//! up newer weights from the learner without pausing play.
+
+mod metrics;
+pub mod n_step;
+pub mod policy;
+pub mod sender;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apex_env::{EnvError, EnvSpec, Environment};
+use apex_model::{Arch, QNetConfig};
+use apex_proto::v1::parameters_client::ParametersClient;
+use apex_proto::v1::replay_client::ReplayClient;
+use apex_proto::v1::WeightsRequest;
+use apex_proto::MAX_MESSAGE_BYTES;
+use bytes::Bytes;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::n_step::NStep;
+use crate::policy::{epsilon, epsilon_greedy, PolicyNet};
+use crate::sender::Sender;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActorConfig {
+    /// `http://host:port` of the replay server and of the learner.
+    pub replay_addr: String,
+    pub learner_addr: String,
+    pub env: EnvSpec,
+    pub arch: Arch,
+    pub dueling: bool,
+    /// This actor's index among `actor_count`; with `envs` environments
+    /// each, environment j of actor i is number i * envs + j on the ladder.
+    pub actor_index: usize,
+    pub actor_count: usize,
+    pub envs: usize,
+    pub n_step: usize,
+    pub gamma: f32,
+    /// Transitions per insert request.
+    pub send_batch: usize,
+    /// Insert requests sent but not yet acknowledged, at most.
+    pub max_in_flight: usize,
+    /// Steps (of every environment) between weight refreshes.
+    pub weights_refresh_steps: u64,
+    /// Stop after this many agent steps over all environments.
+    pub max_env_steps: Option<u64>,
+    pub seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error("replay server {addr}: {status}")]
+    Replay { addr: String, status: tonic::Status },
+    #[error("learner {addr}: {status}")]
+    Learner { addr: String, status: tonic::Status },
+    #[error("invalid address '{0}': use http://host:port")]
+    Address(String),
+    #[error("weights from the learner do not fit this actor's network ({0}): start both with the same environment and network settings")]
+    Weights(tch::TchError),
+}
+
+/// Live figures for progress reports.
+#[derive(Debug, Default)]
+pub struct ActorStats {
+    pub env_steps: AtomicU64,
+    pub episodes: AtomicU64,
+    pub transitions_acknowledged: Arc<AtomicU64>,
+    pub weights_version: AtomicU64,
+    recent_scores: Mutex<VecDeque<i64>>,
+}
+
+/// Games kept for the recent mean score.
+const RECENT_GAMES: usize = 100;
+
+impl ActorStats {
+    fn record_game(&self, score: i64) {
+        self.episodes.fetch_add(1, Ordering::Relaxed);
+        let mut recent = self.recent_scores.lock().expect("scores lock poisoned");
+        if recent.len() == RECENT_GAMES {
+            recent.pop_front();
+        }
+        recent.push_back(score);
+    }
+
+    /// Raw scores of the latest games, oldest first.
+    pub fn recent_scores(&self) -> Vec<i64> {
+        self.recent_scores.lock().expect("scores lock poisoned").iter().copied().collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorReport {
+    pub env_steps: u64,
+    pub episodes: u64,
+}
+
+/// Fetches weights newer than `have`; `None` when there are none.
+async fn fetch_weights(params: &mut ParametersClient<Channel>, have: u64) -> Result<Option<(u64, Vec<u8>)>, tonic::Status> {
+    let mut chunks = params.get_weights(WeightsRequest { have_version: have }).await?.into_inner();
+    let (mut version, mut total, mut data) = (0, 0, Vec::new());
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        (version, total) = (chunk.version, chunk.total_bytes);
+        data.extend_from_slice(&chunk.data);
+    }
+    if version == 0 {
+        return Ok(None);
+    }
+    if data.len() as u64 != total {
+        return Err(tonic::Status::data_loss(format!("weights stream ended at {} of {total} bytes", data.len())));
+    }
+    Ok(Some((version, data)))
+}
+
+/// Plays until `shutdown` or `max_env_steps`.
+pub async fn run(config: ActorConfig, shutdown: CancellationToken, stats: Arc<ActorStats>) -> Result<ActorReport, ActorError> {
+    metrics::describe();
+    let envs: Vec<Box<dyn Environment>> = (0..config.envs)
+        .map(|j| config.env.make(config.seed.wrapping_add((config.actor_index * config.envs + j) as u64)))
+        .collect::<Result<_, _>>()?;
+    let obs_shape = envs[0].obs_shape();
+    let net = QNetConfig::new(config.arch, &obs_shape, envs[0].num_actions(), config.dueling);
+    let report = |stats: &ActorStats| ActorReport {
+        env_steps: stats.env_steps.load(Ordering::Relaxed),
+        episodes: stats.episodes.load(Ordering::Relaxed),
+    };
+
+    let learner_err = |status| ActorError::Learner { addr: config.learner_addr.clone(), status };
+    let replay_err = |status| ActorError::Replay { addr: config.replay_addr.clone(), status };
+    let Some(learner) = apex_proto::connect(&config.learner_addr, &shutdown).await.map_err(ActorError::Address)? else {
+        return Ok(report(&stats));
+    };
+    let mut params = ParametersClient::new(learner).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // Play with the learner's network from the first step.
+    let (version, weights) = loop {
+        if let Some(w) = fetch_weights(&mut params, 0).await.map_err(learner_err)? {
+            break w;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(report(&stats)),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    let policy = PolicyNet::from_weights(net, &weights, version).map_err(ActorError::Weights)?;
+
+    let Some(replay) = apex_proto::connect(&config.replay_addr, &shutdown).await.map_err(ActorError::Address)? else {
+        return Ok(report(&stats));
+    };
+    let replay = ReplayClient::new(replay).max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let sender = Sender::open(
+        replay,
+        &obs_shape,
+        config.actor_index as u32,
+        config.max_in_flight,
+        stats.transitions_acknowledged.clone(),
+    )
+    .await
+    .map_err(replay_err)?;
+
+    let (ready_tx, ready_rx) = mpsc::channel(1);
+    let refresh = Arc::new(Notify::new());
+    let stop = shutdown.child_token();
+    let poller = tokio::spawn(poll_weights(params, net, version, refresh.clone(), ready_tx, stop.clone()));
+
+    let handle = tokio::runtime::Handle::current();
+    let loop_stats = stats.clone();
+    let loop_config = config.clone();
+    let loop_stop = stop.clone();
+    let (sender, outcome) = tokio::task::spawn_blocking(move || {
+        let mut actor = Acting { config: loop_config, envs, policy, sender, handle, stats: loop_stats };
+        let outcome = actor.run(ready_rx, &refresh, &loop_stop);
+        (actor.sender, outcome)
+    })
+    .await
+    .expect("actor thread panicked");
+    stop.cancel();
+    let polled = poller.await.expect("weights poller panicked");
+    outcome.map_err(replay_err)?;
+    sender.finish().await.map_err(replay_err)?;
+    polled.map_err(learner_err)?;
+    Ok(report(&stats))
+}
+
+/// Fetches newer weights whenever the actor asks, and builds the new
+/// network off the actor's thread so play never waits for it.
+async fn poll_weights(
+    mut params: ParametersClient<Channel>,
+    net: QNetConfig,
+    mut have: u64,
+    refresh: Arc<Notify>,
+    ready: mpsc::Sender<PolicyNet>,
+    stop: CancellationToken,
+) -> Result<(), tonic::Status> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = refresh.notified() => {}
+        }
+        let fetched = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = fetch_weights(&mut params, have) => r,
+        };
+        let (version, weights) = match fetched {
+            Ok(Some(w)) => w,
+            Ok(None) => continue,
+            // The learner may be restarting: keep playing with what we have.
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                apex_telemetry::grpc_error("GetWeights", &s);
+                continue;
+            }
+            Err(s) => return Err(s),
+        };
+        let built = tokio::task::spawn_blocking(move || PolicyNet::from_weights(net, &weights, version))
+            .await
+            .expect("weights loading panicked");
+        match built {
+            Ok(policy) => {
+                have = version;
+                if ready.send(policy).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(tonic::Status::invalid_argument(format!("weights do not fit the network: {e}"))),
+        }
+    }
+}
+
+/// The stepping loop's state, on its own thread.
+struct Acting {
+    config: ActorConfig,
+    envs: Vec<Box<dyn Environment>>,
+    policy: PolicyNet,
+    sender: Sender,
+    handle: tokio::runtime::Handle,
+    stats: Arc<ActorStats>,
+}
+
+impl Acting {
+    fn run(&mut self, mut ready: mpsc::Receiver<PolicyNet>, refresh: &Notify, stop: &CancellationToken) -> Result<(), tonic::Status> {
+        let c = &self.config;
+        let n = self.envs.len();
+        let actions = self.envs[0].num_actions();
+        let per: usize = self.envs[0].obs_shape().iter().product();
+        let eps: Vec<f64> = (0..n).map(|j| epsilon(c.actor_index * n + j, c.actor_count * n)).collect();
+        let actor = c.actor_index.to_string();
+        let label = || [("actor", actor.clone())];
+        ::metrics::gauge!(metrics::EPSILON_MIN, &label()).set(eps.iter().copied().fold(1.0, f64::min));
+        ::metrics::gauge!(metrics::EPSILON_MAX, &label()).set(eps.iter().copied().fold(0.0, f64::max));
+        ::metrics::gauge!(metrics::WEIGHTS_VERSION, &label()).set(self.policy.version as f64);
+        self.stats.weights_version.store(self.policy.version, Ordering::Relaxed);
+        let steps_counter = ::metrics::counter!(metrics::ENV_STEPS, &label());
+
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed ^ (c.actor_index as u64).rotate_left(32));
+        let mut obs: Vec<Bytes> = self.envs.iter_mut().map(|e| Bytes::copy_from_slice(e.reset())).collect();
+        let mut n_steps: Vec<NStep> = (0..n).map(|_| NStep::new(c.n_step, c.gamma)).collect();
+        let mut input = vec![0u8; n * per];
+        let mut pending = Vec::with_capacity(c.send_batch + c.n_step * n);
+        let mut iteration: u64 = 0;
+        while !stop.is_cancelled() {
+            if c.max_env_steps.is_some_and(|m| self.stats.env_steps.load(Ordering::Relaxed) >= m) {
+                break;
+            }
+            if let Ok(newer) = ready.try_recv() {
+                self.policy = newer;
+                self.stats.weights_version.store(self.policy.version, Ordering::Relaxed);
+                ::metrics::gauge!(metrics::WEIGHTS_VERSION, &label()).set(self.policy.version as f64);
+            }
+            for (slot, o) in input.chunks_exact_mut(per).zip(&obs) {
+                slot.copy_from_slice(o);
+            }
+            let greedy = self.policy.greedy(&input, n);
+            for (j, env) in self.envs.iter_mut().enumerate() {
+                let action = epsilon_greedy(greedy[j], eps[j], actions, &mut rng);
+                let step = env.step(action);
+                let next = Bytes::copy_from_slice(env.obs());
+                let this = std::mem::replace(&mut obs[j], next.clone());
+                n_steps[j].push(this, action as u32, step.reward, &next, step.terminal, step.truncated, &mut pending);
+                if let Some(game) = step.game {
+                    self.stats.record_game(game.raw_score);
+                    ::metrics::counter!(metrics::EPISODES, &label()).increment(1);
+                    ::metrics::histogram!(metrics::EPISODE_SCORE, &label()).record(game.raw_score as f64);
+                    ::metrics::gauge!(metrics::LAST_SCORE, &label()).set(game.raw_score as f64);
+                }
+                if step.done() {
+                    obs[j] = Bytes::copy_from_slice(env.reset());
+                }
+            }
+            self.stats.env_steps.fetch_add(n as u64, Ordering::Relaxed);
+            steps_counter.increment(n as u64);
+            if pending.len() >= c.send_batch {
+                let waited = Instant::now();
+                self.handle.block_on(self.sender.send(std::mem::take(&mut pending)))?;
+                ::metrics::histogram!(metrics::SEND_WAIT, &label()).record(waited.elapsed().as_secs_f64());
+            }
+            iteration += 1;
+            if iteration % c.weights_refresh_steps.max(1) == 0 {
+                refresh.notify_one();
+            }
+        }
+        if !pending.is_empty() {
+            self.handle.block_on(self.sender.send(pending))?;
+        }
+        Ok(())
+    }
+}

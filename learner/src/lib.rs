@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::batch::{Batch, BatchError};
@@ -90,27 +90,6 @@ pub struct LearnerReport {
     pub version: u64,
 }
 
-/// Connects to a gRPC endpoint, retrying until it answers or `shutdown`.
-pub async fn connect(addr: &str, shutdown: &CancellationToken) -> Result<Option<Channel>, String> {
-    let endpoint = Endpoint::from_shared(addr.to_owned()).map_err(|_| addr.to_owned())?;
-    let mut warned = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            r = endpoint.connect() => match r {
-                Ok(channel) => return Ok(Some(channel)),
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!(%addr, error = %e, "waiting for the server to come up");
-                        warned = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            }
-        }
-    }
-}
-
 /// Trains until `shutdown` or `max_updates`, serving weights on `listener`.
 pub async fn run(
     config: LearnerConfig,
@@ -151,7 +130,7 @@ pub async fn run(
 
     let addr = config.replay_addr.clone();
     let result = async {
-        let Some(channel) = connect(&addr, &stop).await.map_err(LearnerError::Address)? else {
+        let Some(channel) = apex_proto::connect(&addr, &stop).await.map_err(LearnerError::Address)? else {
             return Ok(None);
         };
         let client = ReplayClient::new(channel)

@@ -1,6 +1,6 @@
 //! The gRPC contract between actors, the replay server and the learner
-//! (`apex.v1`), generated from `proto/apex/v1/apex.proto`, and the message
-//! size limit every endpoint uses.
+//! (`apex.v1`), generated from `proto/apex/v1/apex.proto`, with the message
+//! size limit every endpoint uses and the client's connect-and-retry.
 
 pub mod v1 {
     tonic::include_proto!("apex.v1");
@@ -27,5 +27,31 @@ impl v1::Shape {
     /// Bytes of one uint8 tensor of this shape.
     pub fn numel(&self) -> usize {
         self.dims.iter().map(|&d| d as usize).product()
+    }
+}
+
+/// Connects to `addr` (`http://host:port`), retrying until the server
+/// answers; `Ok(None)` if `shutdown` comes first, `Err(addr)` if the address
+/// is malformed.
+pub async fn connect(
+    addr: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<Option<tonic::transport::Channel>, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned()).map_err(|_| addr.to_owned())?;
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            r = endpoint.connect() => match r {
+                Ok(channel) => return Ok(Some(channel)),
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(%addr, error = %e, "waiting for the server to come up");
+                        warned = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                }
+            }
+        }
     }
 }
