@@ -26,7 +26,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::n_step::NStep;
+use crate::n_step::{End, NStep};
 use crate::policy::{epsilon, epsilon_greedy, PolicyNet};
 use crate::sender::Sender;
 
@@ -43,6 +43,9 @@ pub struct ActorConfig {
     pub actor_index: usize,
     pub actor_count: usize,
     pub envs: usize,
+    /// Exploration ladder: base^(1 + alpha i / (N - 1)) for environment i of N.
+    pub epsilon_base: f64,
+    pub epsilon_alpha: f64,
     pub n_step: usize,
     pub gamma: f32,
     /// Transitions per insert request.
@@ -95,7 +98,12 @@ impl ActorStats {
 
     /// Raw scores of the latest games, oldest first.
     pub fn recent_scores(&self) -> Vec<i64> {
-        self.recent_scores.lock().expect("scores lock poisoned").iter().copied().collect()
+        self.recent_scores
+            .lock()
+            .expect("scores lock poisoned")
+            .iter()
+            .copied()
+            .collect()
     }
 }
 
@@ -106,8 +114,14 @@ pub struct ActorReport {
 }
 
 /// Fetches weights newer than `have`; `None` when there are none.
-async fn fetch_weights(params: &mut ParametersClient<Channel>, have: u64) -> Result<Option<(u64, Vec<u8>)>, tonic::Status> {
-    let mut chunks = params.get_weights(WeightsRequest { have_version: have }).await?.into_inner();
+async fn fetch_weights(
+    params: &mut ParametersClient<Channel>,
+    have: u64,
+) -> Result<Option<(u64, Vec<u8>)>, tonic::Status> {
+    let mut chunks = params
+        .get_weights(WeightsRequest { have_version: have })
+        .await?
+        .into_inner();
     let (mut version, mut total, mut data) = (0, 0, Vec::new());
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
@@ -118,27 +132,54 @@ async fn fetch_weights(params: &mut ParametersClient<Channel>, have: u64) -> Res
         return Ok(None);
     }
     if data.len() as u64 != total {
-        return Err(tonic::Status::data_loss(format!("weights stream ended at {} of {total} bytes", data.len())));
+        return Err(tonic::Status::data_loss(format!(
+            "weights stream ended at {} of {total} bytes",
+            data.len()
+        )));
     }
     Ok(Some((version, data)))
 }
 
 /// Plays until `shutdown` or `max_env_steps`.
-pub async fn run(config: ActorConfig, shutdown: CancellationToken, stats: Arc<ActorStats>) -> Result<ActorReport, ActorError> {
+pub async fn run(
+    config: ActorConfig,
+    shutdown: CancellationToken,
+    stats: Arc<ActorStats>,
+) -> Result<ActorReport, ActorError> {
     metrics::describe();
     let envs: Vec<Box<dyn Environment>> = (0..config.envs)
-        .map(|j| config.env.make(config.seed.wrapping_add((config.actor_index * config.envs + j) as u64)))
+        .map(|j| {
+            config.env.make(
+                config
+                    .seed
+                    .wrapping_add((config.actor_index * config.envs + j) as u64),
+            )
+        })
         .collect::<Result<_, _>>()?;
     let obs_shape = envs[0].obs_shape();
-    let net = QNetConfig::new(config.arch, &obs_shape, envs[0].num_actions(), config.dueling);
+    let net = QNetConfig::new(
+        config.arch,
+        &obs_shape,
+        envs[0].num_actions(),
+        config.dueling,
+    );
     let report = |stats: &ActorStats| ActorReport {
         env_steps: stats.env_steps.load(Ordering::Relaxed),
         episodes: stats.episodes.load(Ordering::Relaxed),
     };
 
-    let learner_err = |status| ActorError::Learner { addr: config.learner_addr.clone(), status };
-    let replay_err = |status| ActorError::Replay { addr: config.replay_addr.clone(), status };
-    let Some(learner) = apex_proto::connect(&config.learner_addr, &shutdown).await.map_err(ActorError::Address)? else {
+    let learner_err = |status| ActorError::Learner {
+        addr: config.learner_addr.clone(),
+        status,
+    };
+    let replay_err = |status| ActorError::Replay {
+        addr: config.replay_addr.clone(),
+        status,
+    };
+    let Some(learner) = apex_proto::connect(&config.learner_addr, &shutdown)
+        .await
+        .map_err(ActorError::Address)?
+    else {
         return Ok(report(&stats));
     };
     let mut params = ParametersClient::new(learner).max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -154,7 +195,10 @@ pub async fn run(config: ActorConfig, shutdown: CancellationToken, stats: Arc<Ac
     };
     let policy = PolicyNet::from_weights(net, &weights, version).map_err(ActorError::Weights)?;
 
-    let Some(replay) = apex_proto::connect(&config.replay_addr, &shutdown).await.map_err(ActorError::Address)? else {
+    let Some(replay) = apex_proto::connect(&config.replay_addr, &shutdown)
+        .await
+        .map_err(ActorError::Address)?
+    else {
         return Ok(report(&stats));
     };
     let replay = ReplayClient::new(replay).max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -171,14 +215,28 @@ pub async fn run(config: ActorConfig, shutdown: CancellationToken, stats: Arc<Ac
     let (ready_tx, ready_rx) = mpsc::channel(1);
     let refresh = Arc::new(Notify::new());
     let stop = shutdown.child_token();
-    let poller = tokio::spawn(poll_weights(params, net, version, refresh.clone(), ready_tx, stop.clone()));
+    let poller = tokio::spawn(poll_weights(
+        params,
+        net,
+        version,
+        refresh.clone(),
+        ready_tx,
+        stop.clone(),
+    ));
 
     let handle = tokio::runtime::Handle::current();
     let loop_stats = stats.clone();
     let loop_config = config.clone();
     let loop_stop = stop.clone();
     let (sender, outcome) = tokio::task::spawn_blocking(move || {
-        let mut actor = Acting { config: loop_config, envs, policy, sender, handle, stats: loop_stats };
+        let mut actor = Acting {
+            config: loop_config,
+            envs,
+            policy,
+            sender,
+            handle,
+            stats: loop_stats,
+        };
         let outcome = actor.run(ready_rx, &refresh, &loop_stop);
         (actor.sender, outcome)
     })
@@ -221,9 +279,10 @@ async fn poll_weights(
             }
             Err(s) => return Err(s),
         };
-        let built = tokio::task::spawn_blocking(move || PolicyNet::from_weights(net, &weights, version))
-            .await
-            .expect("weights loading panicked");
+        let built =
+            tokio::task::spawn_blocking(move || PolicyNet::from_weights(net, &weights, version))
+                .await
+                .expect("weights loading panicked");
         match built {
             Ok(policy) => {
                 have = version;
@@ -231,7 +290,11 @@ async fn poll_weights(
                     return Ok(());
                 }
             }
-            Err(e) => return Err(tonic::Status::invalid_argument(format!("weights do not fit the network: {e}"))),
+            Err(e) => {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "weights do not fit the network: {e}"
+                )))
+            }
         }
     }
 }
@@ -247,34 +310,62 @@ struct Acting {
 }
 
 impl Acting {
-    fn run(&mut self, mut ready: mpsc::Receiver<PolicyNet>, refresh: &Notify, stop: &CancellationToken) -> Result<(), tonic::Status> {
+    fn run(
+        &mut self,
+        mut ready: mpsc::Receiver<PolicyNet>,
+        refresh: &Notify,
+        stop: &CancellationToken,
+    ) -> Result<(), tonic::Status> {
         let c = &self.config;
         let n = self.envs.len();
         let actions = self.envs[0].num_actions();
         let per: usize = self.envs[0].obs_shape().iter().product();
-        let eps: Vec<f64> = (0..n).map(|j| epsilon(c.actor_index * n + j, c.actor_count * n)).collect();
+        let eps: Vec<f64> = (0..n)
+            .map(|j| {
+                epsilon(
+                    c.actor_index * n + j,
+                    c.actor_count * n,
+                    c.epsilon_base,
+                    c.epsilon_alpha,
+                )
+            })
+            .collect();
         let actor = c.actor_index.to_string();
         let label = || [("actor", actor.clone())];
-        ::metrics::gauge!(metrics::EPSILON_MIN, &label()).set(eps.iter().copied().fold(1.0, f64::min));
-        ::metrics::gauge!(metrics::EPSILON_MAX, &label()).set(eps.iter().copied().fold(0.0, f64::max));
+        ::metrics::gauge!(metrics::EPSILON_MIN, &label())
+            .set(eps.iter().copied().fold(1.0, f64::min));
+        ::metrics::gauge!(metrics::EPSILON_MAX, &label())
+            .set(eps.iter().copied().fold(0.0, f64::max));
         ::metrics::gauge!(metrics::WEIGHTS_VERSION, &label()).set(self.policy.version as f64);
-        self.stats.weights_version.store(self.policy.version, Ordering::Relaxed);
+        self.stats
+            .weights_version
+            .store(self.policy.version, Ordering::Relaxed);
         let steps_counter = ::metrics::counter!(metrics::ENV_STEPS, &label());
 
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(c.seed ^ (c.actor_index as u64).rotate_left(32));
-        let mut obs: Vec<Bytes> = self.envs.iter_mut().map(|e| Bytes::copy_from_slice(e.reset())).collect();
+        let mut rng =
+            rand_chacha::ChaCha8Rng::seed_from_u64(c.seed ^ (c.actor_index as u64).rotate_left(32));
+        let mut obs: Vec<Bytes> = self
+            .envs
+            .iter_mut()
+            .map(|e| Bytes::copy_from_slice(e.reset()))
+            .collect();
         let mut n_steps: Vec<NStep> = (0..n).map(|_| NStep::new(c.n_step, c.gamma)).collect();
         let mut input = vec![0u8; n * per];
         let mut pending = Vec::with_capacity(c.send_batch + c.n_step * n);
         let mut iteration: u64 = 0;
         while !stop.is_cancelled() {
-            if c.max_env_steps.is_some_and(|m| self.stats.env_steps.load(Ordering::Relaxed) >= m) {
+            if c.max_env_steps
+                .is_some_and(|m| self.stats.env_steps.load(Ordering::Relaxed) >= m)
+            {
                 break;
             }
             if let Ok(newer) = ready.try_recv() {
                 self.policy = newer;
-                self.stats.weights_version.store(self.policy.version, Ordering::Relaxed);
-                ::metrics::gauge!(metrics::WEIGHTS_VERSION, &label()).set(self.policy.version as f64);
+                self.stats
+                    .weights_version
+                    .store(self.policy.version, Ordering::Relaxed);
+                ::metrics::gauge!(metrics::WEIGHTS_VERSION, &label())
+                    .set(self.policy.version as f64);
             }
             for (slot, o) in input.chunks_exact_mut(per).zip(&obs) {
                 slot.copy_from_slice(o);
@@ -285,11 +376,19 @@ impl Acting {
                 let step = env.step(action);
                 let next = Bytes::copy_from_slice(env.obs());
                 let this = std::mem::replace(&mut obs[j], next.clone());
-                n_steps[j].push(this, action as u32, step.reward, &next, step.terminal, step.truncated, &mut pending);
+                n_steps[j].push(
+                    this,
+                    action as u32,
+                    step.reward,
+                    &next,
+                    End::of(step.terminal, step.truncated),
+                    &mut pending,
+                );
                 if let Some(game) = step.game {
                     self.stats.record_game(game.raw_score);
                     ::metrics::counter!(metrics::EPISODES, &label()).increment(1);
-                    ::metrics::histogram!(metrics::EPISODE_SCORE, &label()).record(game.raw_score as f64);
+                    ::metrics::histogram!(metrics::EPISODE_SCORE, &label())
+                        .record(game.raw_score as f64);
                     ::metrics::gauge!(metrics::LAST_SCORE, &label()).set(game.raw_score as f64);
                 }
                 if step.done() {
@@ -300,11 +399,13 @@ impl Acting {
             steps_counter.increment(n as u64);
             if pending.len() >= c.send_batch {
                 let waited = Instant::now();
-                self.handle.block_on(self.sender.send(std::mem::take(&mut pending)))?;
-                ::metrics::histogram!(metrics::SEND_WAIT, &label()).record(waited.elapsed().as_secs_f64());
+                self.handle
+                    .block_on(self.sender.send(std::mem::take(&mut pending)))?;
+                ::metrics::histogram!(metrics::SEND_WAIT, &label())
+                    .record(waited.elapsed().as_secs_f64());
             }
             iteration += 1;
-            if iteration % c.weights_refresh_steps.max(1) == 0 {
+            if iteration.is_multiple_of(c.weights_refresh_steps.max(1)) {
                 refresh.notify_one();
             }
         }

@@ -5,10 +5,14 @@ use rand::Rng;
 use tch::{nn, Device, Tensor};
 
 /// Ape-X's exploration ladder: environment `i` of `n` explores with
-/// probability 0.4^(1 + 7 i / (n - 1)).
-pub fn epsilon(i: usize, n: usize) -> f64 {
-    let exponent = if n <= 1 { 1.0 } else { 1.0 + 7.0 * i as f64 / (n - 1) as f64 };
-    0.4f64.powf(exponent)
+/// probability base^(1 + alpha i / (n - 1)); the paper uses base 0.4, alpha 7.
+pub fn epsilon(i: usize, n: usize, base: f64, alpha: f64) -> f64 {
+    let exponent = if n <= 1 {
+        1.0
+    } else {
+        1.0 + alpha * i as f64 / (n - 1) as f64
+    };
+    base.powf(exponent)
 }
 
 pub struct PolicyNet {
@@ -22,11 +26,20 @@ impl PolicyNet {
     pub fn new(config: QNetConfig) -> Self {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = QNet::new(&vs.root(), config);
-        PolicyNet { vs, net, shape: config.obs_shape.to_vec(), version: 0 }
+        PolicyNet {
+            vs,
+            net,
+            shape: config.obs_shape.to_vec(),
+            version: 0,
+        }
     }
 
     /// A network holding `weights` as `version`.
-    pub fn from_weights(config: QNetConfig, weights: &[u8], version: u64) -> Result<Self, tch::TchError> {
+    pub fn from_weights(
+        config: QNetConfig,
+        weights: &[u8],
+        version: u64,
+    ) -> Result<Self, tch::TchError> {
         let mut p = PolicyNet::new(config);
         apex_model::load_weights(&mut p.vs, weights)?;
         p.version = version;
@@ -37,8 +50,15 @@ impl PolicyNet {
     pub fn greedy(&self, obs: &[u8], n: usize) -> Vec<usize> {
         let mut shape = vec![n as i64];
         shape.extend(&self.shape);
-        let q = tch::no_grad(|| self.net.q_values(&Tensor::from_slice(obs).view(shape.as_slice())));
-        Vec::<i64>::try_from(q.argmax(1, false)).expect("argmax gives i64").into_iter().map(|a| a as usize).collect()
+        let q = tch::no_grad(|| {
+            self.net
+                .q_values(&Tensor::from_slice(obs).view(shape.as_slice()))
+        });
+        Vec::<i64>::try_from(q.argmax(1, false))
+            .expect("argmax gives i64")
+            .into_iter()
+            .map(|a| a as usize)
+            .collect()
     }
 }
 
@@ -57,10 +77,11 @@ mod tests {
 
     #[test]
     fn the_ladder_spans_0_4_to_0_4_pow_8() {
-        assert!((epsilon(0, 8) - 0.4).abs() < 1e-12);
-        assert!((epsilon(7, 8) - 0.4f64.powi(8)).abs() < 1e-12);
-        assert!((epsilon(0, 1) - 0.4).abs() < 1e-12);
-        let ladder: Vec<f64> = (0..8).map(|i| epsilon(i, 8)).collect();
+        assert!((epsilon(0, 8, 0.4, 7.0) - 0.4).abs() < 1e-12);
+        assert!((epsilon(7, 8, 0.4, 7.0) - 0.4f64.powi(8)).abs() < 1e-12);
+        assert!((epsilon(0, 1, 0.4, 7.0) - 0.4).abs() < 1e-12);
+        assert!((epsilon(3, 4, 0.5, 2.0) - 0.125).abs() < 1e-12);
+        let ladder: Vec<f64> = (0..8).map(|i| epsilon(i, 8, 0.4, 7.0)).collect();
         assert!(ladder.windows(2).all(|w| w[0] > w[1]));
     }
 
@@ -68,7 +89,9 @@ mod tests {
     fn epsilon_greedy_explores_at_its_rate() {
         let mut rng = rand::thread_rng();
         let n = 20_000;
-        let random = (0..n).filter(|_| epsilon_greedy(0, 0.3, 4, &mut rng) != 0).count();
+        let random = (0..n)
+            .filter(|_| epsilon_greedy(0, 0.3, 4, &mut rng) != 0)
+            .count();
         // Non-greedy picks happen with probability 0.3 * 3/4 = 0.225.
         let rate = random as f64 / n as f64;
         assert!((rate - 0.225).abs() < 0.015, "{rate}");

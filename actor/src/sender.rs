@@ -39,7 +39,8 @@ impl Sender {
                     let r = r?;
                     permits.add_permits(1);
                     acknowledged.fetch_add(r.inserted, Ordering::Relaxed);
-                    metrics::counter!(crate::metrics::TRANSITIONS_SENT, "actor" => actor.clone()).increment(r.inserted);
+                    metrics::counter!(crate::metrics::TRANSITIONS_SENT, "actor" => actor.clone())
+                        .increment(r.inserted);
                 }
                 Ok(())
             }
@@ -48,7 +49,13 @@ impl Sender {
             permits.close();
             result
         });
-        Ok(Sender { requests, in_flight, shape: Shape::of(shape), actor_id, acks })
+        Ok(Sender {
+            requests,
+            in_flight,
+            shape: Shape::of(shape),
+            actor_id,
+            acks,
+        })
     }
 
     /// Sends a batch once fewer than `max_in_flight` are unacknowledged.
@@ -57,7 +64,11 @@ impl Sender {
         if !acquired {
             return Err(self.failure().await);
         }
-        let request = InsertRequest { obs_shape: Some(self.shape.clone()), transitions, actor_id: self.actor_id };
+        let request = InsertRequest {
+            obs_shape: Some(self.shape.clone()),
+            transitions,
+            actor_id: self.actor_id,
+        };
         if self.requests.send(request).await.is_err() || self.acks.is_finished() {
             return Err(self.failure().await);
         }
@@ -79,7 +90,9 @@ impl Sender {
         drop(self.requests);
         match self.acks.await {
             Ok(r) => r,
-            Err(e) => Err(tonic::Status::internal(format!("insert acknowledgements task failed: {e}"))),
+            Err(e) => Err(tonic::Status::internal(format!(
+                "insert acknowledgements task failed: {e}"
+            ))),
         }
     }
 }

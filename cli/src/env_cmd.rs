@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use apex_env::record::{self, Actions};
-use apex_env::{rom, AtariConfig, Protocol};
+use apex_env::{rom, AtariConfig, CatchConfig, EnvSpec, Protocol};
 use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Subcommand)]
@@ -31,7 +31,7 @@ impl From<OnOff> for bool {
 /// The environment settings shared by every command that makes a game.
 #[derive(Args, Clone)]
 pub struct GameArgs {
-    /// Any game in `apex env games`.
+    /// Any game in `apex env games`, or `catch` (a tiny test environment).
     #[arg(long, env = "APEX_GAME", default_value = "breakout")]
     pub game: String,
     /// v4: no sticky actions, no-op starts, life loss terminal; v5: sticky actions (p=0.25).
@@ -57,6 +57,15 @@ pub struct GameArgs {
 }
 
 impl GameArgs {
+    /// `catch` is the small test environment; any other name is an Atari game.
+    pub fn spec(&self) -> EnvSpec {
+        if self.game == "catch" {
+            EnvSpec::Catch(CatchConfig::default())
+        } else {
+            EnvSpec::Atari(self.config())
+        }
+    }
+
     pub fn config(&self) -> AtariConfig {
         let mut c = AtariConfig::new(&self.game, self.protocol);
         c.seed = self.seed;

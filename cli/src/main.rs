@@ -3,6 +3,7 @@
 mod bench;
 mod doctor;
 mod env_cmd;
+mod services;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train on this machine: replay server, learner and actors in one
+    /// process over loopback gRPC. Ctrl-C stops it and leaves a checkpoint.
+    Local(services::LocalArgs),
+    /// Serve the replay (one per training run).
+    ReplayServer(services::ReplayArgs),
+    /// Train and publish weights (one per training run).
+    Learner(services::LearnerArgs),
+    /// Play and stream transitions (as many as you like, on any machines).
+    Actor(services::ActorArgs),
     /// Play and inspect Atari environments.
     #[command(subcommand)]
     Env(env_cmd::EnvCommand),
@@ -31,7 +41,19 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = || tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = match cli.command {
+        Command::Local(a) => runtime().block_on(services::local(a)),
+        Command::ReplayServer(a) => runtime().block_on(services::replay_server(a)),
+        Command::Learner(a) => runtime().block_on(services::learner(a)),
+        Command::Actor(a) => runtime().block_on(services::actor(a)),
         Command::Env(c) => env_cmd::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Doctor(a) => doctor::run(a),

@@ -6,7 +6,10 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BatchError {
     #[error("the replay serves observations of shape {got:?} but the network takes {expected:?}: point the learner at the replay of the same environment")]
-    Shape { expected: Vec<usize>, got: Vec<usize> },
+    Shape {
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
     #[error("sampled batch is inconsistent: {0}")]
     Inconsistent(String),
     #[error("action {action} is out of range for {actions} actions")]
@@ -32,15 +35,29 @@ impl Batch {
         self.ids.is_empty()
     }
 
-    pub fn from_response(r: SampleResponse, obs_shape: &[usize], actions: usize, device: Device) -> Result<Batch, BatchError> {
+    pub fn from_response(
+        r: SampleResponse,
+        obs_shape: &[usize],
+        actions: usize,
+        device: Device,
+    ) -> Result<Batch, BatchError> {
         let got = r.obs_shape.as_ref().map(|s| s.dims()).unwrap_or_default();
         if got != obs_shape {
-            return Err(BatchError::Shape { expected: obs_shape.to_vec(), got });
+            return Err(BatchError::Shape {
+                expected: obs_shape.to_vec(),
+                got,
+            });
         }
         let n = r.ids.len();
         let per: usize = obs_shape.iter().product();
-        let lengths = [r.weights.len(), r.actions.len(), r.rewards.len(), r.discounts.len()];
-        if lengths.iter().any(|&l| l != n) || r.obs.len() != n * per || r.next_obs.len() != n * per {
+        let lengths = [
+            r.weights.len(),
+            r.actions.len(),
+            r.rewards.len(),
+            r.discounts.len(),
+        ];
+        if lengths.iter().any(|&l| l != n) || r.obs.len() != n * per || r.next_obs.len() != n * per
+        {
             return Err(BatchError::Inconsistent(format!(
                 "{n} ids, [weights, actions, rewards, discounts] lengths {lengths:?}, {} and {} observation bytes for {per} per observation",
                 r.obs.len(),
@@ -52,7 +69,11 @@ impl Batch {
         }
         let mut shape = vec![n as i64];
         shape.extend(obs_shape.iter().map(|&d| d as i64));
-        let images = |bytes: &[u8]| Tensor::from_slice(bytes).view(shape.as_slice()).to_device(device);
+        let images = |bytes: &[u8]| {
+            Tensor::from_slice(bytes)
+                .view(shape.as_slice())
+                .to_device(device)
+        };
         let actions: Vec<i64> = r.actions.iter().map(|&a| a as i64).collect();
         Ok(Batch {
             obs: images(&r.obs),
@@ -60,7 +81,9 @@ impl Batch {
             actions: Tensor::from_slice(&actions).to_device(device),
             rewards: Tensor::from_slice(&r.rewards).to_device(device),
             discounts: Tensor::from_slice(&r.discounts).to_device(device),
-            weights: Tensor::from_slice(&r.weights).to_kind(Kind::Float).to_device(device),
+            weights: Tensor::from_slice(&r.weights)
+                .to_kind(Kind::Float)
+                .to_device(device),
             ids: r.ids,
         })
     }
@@ -101,10 +124,16 @@ mod tests {
         ));
         let mut r = response(3);
         r.rewards.pop();
-        assert!(matches!(Batch::from_response(r, &[1, 2, 2], 2, Device::Cpu), Err(BatchError::Inconsistent(_))));
+        assert!(matches!(
+            Batch::from_response(r, &[1, 2, 2], 2, Device::Cpu),
+            Err(BatchError::Inconsistent(_))
+        ));
         assert!(matches!(
             Batch::from_response(response(3), &[1, 2, 2], 1, Device::Cpu),
-            Err(BatchError::Action { action: 1, actions: 1 })
+            Err(BatchError::Action {
+                action: 1,
+                actions: 1
+            })
         ));
     }
 }

@@ -46,8 +46,18 @@ impl Dqn {
         let target = QNet::new(&target_vs.root(), net);
         target_vs.copy(&online_vs)?;
         target_vs.freeze();
-        let optimizer = nn::Adam::default().eps(config.adam_eps).build(&online_vs, config.learning_rate)?;
-        Ok(Dqn { online_vs, online, target_vs, target, optimizer, config, updates: 0 })
+        let optimizer = nn::Adam::default()
+            .eps(config.adam_eps)
+            .build(&online_vs, config.learning_rate)?;
+        Ok(Dqn {
+            online_vs,
+            online,
+            target_vs,
+            target,
+            optimizer,
+            config,
+            updates: 0,
+        })
     }
 
     pub fn updates(&self) -> u64 {
@@ -60,11 +70,17 @@ impl Dqn {
 
     pub fn update(&mut self, b: &Batch) -> UpdateStats {
         let q_all = self.online.q_values(&b.obs);
-        let q = q_all.gather(1, &b.actions.unsqueeze(1), false).squeeze_dim(1);
+        let q = q_all
+            .gather(1, &b.actions.unsqueeze(1), false)
+            .squeeze_dim(1);
         let target = tch::no_grad(|| {
             // Double DQN: the online network picks, the target network values.
             let best = self.online.q_values(&b.next_obs).argmax(1, true);
-            let next = self.target.q_values(&b.next_obs).gather(1, &best, false).squeeze_dim(1);
+            let next = self
+                .target
+                .q_values(&b.next_obs)
+                .gather(1, &best, false)
+                .squeeze_dim(1);
             &b.rewards + &b.discounts * next
         });
         let per_item = q.huber_loss(&target, Reduction::None, 1.0);
@@ -74,15 +90,22 @@ impl Dqn {
         self.optimizer.clip_grad_norm(self.config.max_grad_norm);
         self.optimizer.step();
         self.updates += 1;
-        if self.updates % self.config.target_update_every == 0 {
+        if self.updates.is_multiple_of(self.config.target_update_every) {
             self.sync_target();
         }
-        let td_abs = Vec::<f32>::try_from((&target - &q).abs().detach().to_device(Device::Cpu)).expect("td errors are f32");
-        UpdateStats { loss: loss.double_value(&[]), mean_q: q.mean(Kind::Float).double_value(&[]), td_abs }
+        let td_abs = Vec::<f32>::try_from((&target - &q).abs().detach().to_device(Device::Cpu))
+            .expect("td errors are f32");
+        UpdateStats {
+            loss: loss.double_value(&[]),
+            mean_q: q.mean(Kind::Float).double_value(&[]),
+            td_abs,
+        }
     }
 
     fn sync_target(&mut self) {
-        self.target_vs.copy(&self.online_vs).expect("online and target networks have the same variables");
+        self.target_vs
+            .copy(&self.online_vs)
+            .expect("online and target networks have the same variables");
     }
 
     pub fn weights(&self) -> Result<Vec<u8>, tch::TchError> {
@@ -113,11 +136,18 @@ mod tests {
     use tch::Tensor;
 
     fn config() -> DqnConfig {
-        DqnConfig { learning_rate: 1e-2, adam_eps: 1e-8, max_grad_norm: 10.0, target_update_every: 1 }
+        DqnConfig {
+            learning_rate: 1e-2,
+            adam_eps: 1e-8,
+            max_grad_norm: 10.0,
+            target_update_every: 1,
+        }
     }
 
     fn batch(reward: f32, discount: f32) -> Batch {
-        let obs = Tensor::from_slice(&[0u8, 255, 0, 255]).view([1, 1, 2, 2]).repeat([4, 1, 1, 1]);
+        let obs = Tensor::from_slice(&[0u8, 255, 0, 255])
+            .view([1, 1, 2, 2])
+            .repeat([4, 1, 1, 1]);
         Batch {
             ids: vec![0, 1, 2, 3],
             next_obs: obs.copy(),
@@ -140,7 +170,12 @@ mod tests {
             dqn.update(&b);
         }
         let last = dqn.update(&b);
-        assert!(last.loss < first.loss / 100.0, "loss {} -> {}", first.loss, last.loss);
+        assert!(
+            last.loss < first.loss / 100.0,
+            "loss {} -> {}",
+            first.loss,
+            last.loss
+        );
         assert!((last.mean_q - 0.75).abs() < 0.01, "Q = {}", last.mean_q);
         assert!(last.td_abs.iter().all(|&t| t < 0.02), "{:?}", last.td_abs);
         assert_eq!(dqn.updates(), 302);
@@ -173,7 +208,10 @@ mod tests {
         b.load(&path).unwrap();
         let obs = batch(0.0, 0.0).obs;
         assert!(a.online.q_values(&obs).equal(&b.online.q_values(&obs)));
-        assert!(b.target.q_values(&obs).equal(&b.online.q_values(&obs)), "a resumed target starts equal");
+        assert!(
+            b.target.q_values(&obs).equal(&b.online.q_values(&obs)),
+            "a resumed target starts equal"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -99,7 +99,12 @@ pub async fn run(
 ) -> Result<LearnerReport, LearnerError> {
     metrics::describe();
     let stop = shutdown.child_token();
-    let net = QNetConfig::new(config.arch, &config.obs_shape, config.num_actions, config.dueling);
+    let net = QNetConfig::new(
+        config.arch,
+        &config.obs_shape,
+        config.num_actions,
+        config.dueling,
+    );
     let device = apex_model::device(config.cuda);
     let mut dqn = Dqn::new(net, config.dqn, device)?;
     let checkpoint = config.run_dir.as_ref().map(|d| d.join("checkpoint.ot"));
@@ -115,7 +120,9 @@ pub async fn run(
 
     let server = {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<ParametersServer<ParametersService>>().await;
+        health
+            .set_serving::<ParametersServer<ParametersService>>()
+            .await;
         let service = ParametersServer::new(ParametersService::new(published.clone()))
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -124,25 +131,52 @@ pub async fn run(
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned()),
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                ),
         )
     };
 
     let addr = config.replay_addr.clone();
     let result = async {
-        let Some(channel) = apex_proto::connect(&addr, &stop).await.map_err(LearnerError::Address)? else {
+        let Some(channel) = apex_proto::connect(&addr, &stop)
+            .await
+            .map_err(LearnerError::Address)?
+        else {
             return Ok(None);
         };
         let client = ReplayClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (batch_tx, batch_rx) = mpsc::channel(config.prefetch.max(1));
-        let prefetcher = tokio::spawn(prefetch(client.clone(), config.batch_size, batch_tx, stop.clone()));
+        let prefetcher = tokio::spawn(prefetch(
+            client.clone(),
+            config.batch_size,
+            batch_tx,
+            stop.clone(),
+        ));
         let (prio_tx, prio_rx) = mpsc::channel(16);
         let prioritizer = tokio::spawn(send_priorities(client, prio_rx));
         let training = {
-            let (config, published, stats, checkpoint) = (config.clone(), published.clone(), stats.clone(), checkpoint.clone());
-            tokio::task::spawn_blocking(move || train(&mut dqn, &config, batch_rx, prio_tx, &published, &stats, checkpoint.as_deref()).map(|_| dqn))
+            let (config, published, stats, checkpoint) = (
+                config.clone(),
+                published.clone(),
+                stats.clone(),
+                checkpoint.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                train(
+                    &mut dqn,
+                    &config,
+                    batch_rx,
+                    prio_tx,
+                    &published,
+                    &stats,
+                    checkpoint.as_deref(),
+                )
+                .map(|_| dqn)
+            })
         };
         let outcome = training.await.expect("training thread panicked");
         stop.cancel();
@@ -154,10 +188,16 @@ pub async fn run(
     stop.cancel();
     let _ = server.await;
     result.map_err(|e| match e {
-        LearnerError::Replay { status, .. } => LearnerError::Replay { addr: addr.clone(), status },
+        LearnerError::Replay { status, .. } => LearnerError::Replay {
+            addr: addr.clone(),
+            status,
+        },
         e => e,
     })?;
-    Ok(LearnerReport { updates: stats.updates.load(Ordering::Relaxed), version: stats.version.load(Ordering::Relaxed) })
+    Ok(LearnerReport {
+        updates: stats.updates.load(Ordering::Relaxed),
+        version: stats.version.load(Ordering::Relaxed),
+    })
 }
 
 fn train(
@@ -187,28 +227,45 @@ fn train(
         let waited = Instant::now();
         let response = match batches.blocking_recv() {
             Some(Ok(r)) => r,
-            Some(Err(status)) => return Err(LearnerError::Replay { addr: String::new(), status }),
+            Some(Err(status)) => {
+                return Err(LearnerError::Replay {
+                    addr: String::new(),
+                    status,
+                })
+            }
             None => break,
         };
         ::metrics::histogram!(metrics::DATA_WAIT).record(waited.elapsed().as_secs_f64());
-        let batch = Batch::from_response(response, &config.obs_shape, config.num_actions, dqn.device())?;
+        let batch = Batch::from_response(
+            response,
+            &config.obs_shape,
+            config.num_actions,
+            dqn.device(),
+        )?;
         let update = dqn.update(&batch);
         let updates = dqn.updates();
         stats.updates.store(updates, Ordering::Relaxed);
-        stats.loss_bits.store(update.loss.to_bits(), Ordering::Relaxed);
-        stats.mean_q_bits.store(update.mean_q.to_bits(), Ordering::Relaxed);
+        stats
+            .loss_bits
+            .store(update.loss.to_bits(), Ordering::Relaxed);
+        stats
+            .mean_q_bits
+            .store(update.mean_q.to_bits(), Ordering::Relaxed);
         ::metrics::counter!(metrics::UPDATES).increment(1);
         ::metrics::counter!(metrics::SAMPLED).increment(batch.len() as u64);
         ::metrics::gauge!(metrics::LOSS).set(update.loss);
         ::metrics::gauge!(metrics::MEAN_Q).set(update.mean_q);
-        let _ = priorities.blocking_send(UpdatePrioritiesRequest { ids: batch.ids, priorities: update.td_abs });
-        if updates % config.publish_every == 0 {
+        let _ = priorities.blocking_send(UpdatePrioritiesRequest {
+            ids: batch.ids,
+            priorities: update.td_abs,
+        });
+        if updates.is_multiple_of(config.publish_every) {
             version += 1;
             published.publish(version, dqn.weights()?);
             stats.version.store(version, Ordering::Relaxed);
             ::metrics::gauge!(metrics::WEIGHTS_VERSION).set(version as f64);
         }
-        if updates % config.checkpoint_every == 0 {
+        if updates.is_multiple_of(config.checkpoint_every) {
             save(dqn)?;
         }
     }
@@ -225,7 +282,9 @@ async fn prefetch(
     out: mpsc::Sender<Result<SampleResponse, tonic::Status>>,
     stop: CancellationToken,
 ) {
-    let request = SampleRequest { batch_size: batch_size as u32 };
+    let request = SampleRequest {
+        batch_size: batch_size as u32,
+    };
     loop {
         let r = tokio::select! {
             _ = stop.cancelled() => return,
@@ -252,7 +311,10 @@ async fn prefetch(
     }
 }
 
-async fn send_priorities(mut client: ReplayClient<Channel>, mut updates: mpsc::Receiver<UpdatePrioritiesRequest>) {
+async fn send_priorities(
+    mut client: ReplayClient<Channel>,
+    mut updates: mpsc::Receiver<UpdatePrioritiesRequest>,
+) {
     while let Some(u) = updates.recv().await {
         if let Err(s) = client.update_priorities(u).await {
             apex_telemetry::grpc_error("UpdatePriorities", &s);

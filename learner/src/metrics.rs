@@ -12,9 +12,20 @@ pub fn describe() {
     use metrics::{describe_counter, describe_gauge, Unit};
     describe_counter!(UPDATES, Unit::Count, "gradient updates");
     describe_gauge!(LOSS, "Huber loss of the last update");
-    describe_gauge!(MEAN_Q, "mean Q-value of the taken actions in the last batch");
-    describe_gauge!(WEIGHTS_VERSION, Unit::Count, "version of the newest published weights");
+    describe_gauge!(
+        MEAN_Q,
+        "mean Q-value of the taken actions in the last batch"
+    );
+    describe_gauge!(
+        WEIGHTS_VERSION,
+        Unit::Count,
+        "version of the newest published weights"
+    );
     describe_counter!(SAMPLED, Unit::Count, "transitions trained on");
-    metrics::describe_histogram!(DATA_WAIT, Unit::Seconds, "time the training loop waited for each batch");
+    metrics::describe_histogram!(
+        DATA_WAIT,
+        Unit::Seconds,
+        "time the training loop waited for each batch"
+    );
     describe_counter!(CHECKPOINTS, Unit::Count, "checkpoints written");
 }

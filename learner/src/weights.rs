@@ -44,7 +44,10 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<WeightsChunk, Status>> + Sen
 impl Parameters for ParametersService {
     type GetWeightsStream = ChunkStream;
 
-    async fn get_weights(&self, request: Request<WeightsRequest>) -> Result<Response<ChunkStream>, Status> {
+    async fn get_weights(
+        &self,
+        request: Request<WeightsRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
         let have = request.into_inner().have_version;
         let (version, data) = self.published.current();
         let chunks: Vec<Result<WeightsChunk, Status>> = if version > have {

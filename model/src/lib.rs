@@ -27,10 +27,18 @@ pub struct QNetConfig {
 impl QNetConfig {
     /// `obs_shape` must have three dimensions.
     pub fn new(arch: Arch, obs_shape: &[usize], actions: usize, dueling: bool) -> Self {
-        assert_eq!(obs_shape.len(), 3, "observations are [channels, height, width]");
+        assert_eq!(
+            obs_shape.len(),
+            3,
+            "observations are [channels, height, width]"
+        );
         QNetConfig {
             arch,
-            obs_shape: [obs_shape[0] as i64, obs_shape[1] as i64, obs_shape[2] as i64],
+            obs_shape: [
+                obs_shape[0] as i64,
+                obs_shape[1] as i64,
+                obs_shape[2] as i64,
+            ],
             actions: actions as i64,
             dueling,
         }
@@ -67,11 +75,32 @@ impl QNet {
         let (torso, features, head_hidden) = match c.arch {
             Arch::Nature => {
                 let (h, w) = (conv_out(height), conv_out(width));
-                assert!(h > 0 && w > 0, "{height}x{width} frames are too small for the Nature CNN");
+                assert!(
+                    h > 0 && w > 0,
+                    "{height}x{width} frames are too small for the Nature CNN"
+                );
                 let torso = nn::seq()
-                    .add(nn::conv2d(p / "conv1", channels, 32, 8, nn::ConvConfig { stride: 4, ..Default::default() }))
+                    .add(nn::conv2d(
+                        p / "conv1",
+                        channels,
+                        32,
+                        8,
+                        nn::ConvConfig {
+                            stride: 4,
+                            ..Default::default()
+                        },
+                    ))
                     .add_fn(|x| x.relu())
-                    .add(nn::conv2d(p / "conv2", 32, 64, 4, nn::ConvConfig { stride: 2, ..Default::default() }))
+                    .add(nn::conv2d(
+                        p / "conv2",
+                        32,
+                        64,
+                        4,
+                        nn::ConvConfig {
+                            stride: 2,
+                            ..Default::default()
+                        },
+                    ))
                     .add_fn(|x| x.relu())
                     .add(nn::conv2d(p / "conv3", 64, 64, 3, Default::default()))
                     .add_fn(|x| x.relu().flatten(1, -1));
@@ -80,14 +109,25 @@ impl QNet {
             Arch::Mlp { hidden } => {
                 let torso = nn::seq()
                     .add_fn(|x| x.flatten(1, -1))
-                    .add(nn::linear(p / "fc", channels * height * width, hidden, Default::default()))
+                    .add(nn::linear(
+                        p / "fc",
+                        channels * height * width,
+                        hidden,
+                        Default::default(),
+                    ))
                     .add_fn(|x| x.relu());
                 (torso, hidden, hidden)
             }
         };
-        let value = c.dueling.then(|| head(&(p / "value"), features, head_hidden, 1));
+        let value = c
+            .dueling
+            .then(|| head(&(p / "value"), features, head_hidden, 1));
         let advantage = head(&(p / "advantage"), features, head_hidden, c.actions);
-        QNet { torso, value, advantage }
+        QNet {
+            torso,
+            value,
+            advantage,
+        }
     }
 
     /// Q-values `[B, actions]` for uint8 observations `[B, frames, H, W]`.
@@ -132,7 +172,10 @@ mod tests {
     #[test]
     fn nature_cnn_shapes_and_parameter_count() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = QNet::new(&vs.root(), QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true));
+        let net = QNet::new(
+            &vs.root(),
+            QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true),
+        );
         let obs = Tensor::zeros([3, 4, 84, 84], (Kind::Uint8, Device::Cpu));
         assert_eq!(net.q_values(&obs).size(), vec![3, 4]);
         let params: i64 = vs
@@ -159,14 +202,20 @@ mod tests {
         load_weights(&mut b, &save_weights(&a).unwrap()).unwrap();
         assert!(net_a.q_values(&obs).equal(&net_b.q_values(&obs)));
         let mut other = nn::VarStore::new(Device::Cpu);
-        let _ = QNet::new(&other.root(), QNetConfig::new(Arch::Mlp { hidden: 9 }, &[1, 4, 4], 3, true));
+        let _ = QNet::new(
+            &other.root(),
+            QNetConfig::new(Arch::Mlp { hidden: 9 }, &[1, 4, 4], 3, true),
+        );
         assert!(load_weights(&mut other, &save_weights(&a).unwrap()).is_err());
     }
 
     #[test]
     fn mlp_for_small_observations() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = QNet::new(&vs.root(), QNetConfig::new(Arch::Mlp { hidden: 32 }, &[1, 10, 5], 3, false));
+        let net = QNet::new(
+            &vs.root(),
+            QNetConfig::new(Arch::Mlp { hidden: 32 }, &[1, 10, 5], 3, false),
+        );
         let obs = Tensor::zeros([7, 1, 10, 5], (Kind::Uint8, Device::Cpu));
         assert_eq!(net.q_values(&obs).size(), vec![7, 3]);
     }
@@ -175,7 +224,10 @@ mod tests {
     fn dueling_advantages_are_centred() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = QNet::new(&vs.root(), QNetConfig::new(Arch::Nature, &[4, 84, 84], 6, true));
+        let net = QNet::new(
+            &vs.root(),
+            QNetConfig::new(Arch::Nature, &[4, 84, 84], 6, true),
+        );
         let obs = Tensor::randint(255, [2, 4, 84, 84], (Kind::Uint8, Device::Cpu));
         let q = net.q_values(&obs);
         let h = net.torso.forward(&(obs.to_kind(Kind::Float) / 255.0));

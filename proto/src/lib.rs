@@ -37,7 +37,8 @@ pub async fn connect(
     addr: &str,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<tonic::transport::Channel>, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned()).map_err(|_| addr.to_owned())?;
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(addr.to_owned()).map_err(|_| addr.to_owned())?;
     let mut warned = false;
     loop {
         tokio::select! {

@@ -1,0 +1,489 @@
+//! `apex local`, `apex replay-server`, `apex learner`, `apex actor`: the
+//! services on their own (one per machine or container) or all together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use apex_actor::{ActorConfig, ActorStats};
+use apex_env::EnvSpec;
+use apex_learner::dqn::DqnConfig;
+use apex_learner::{LearnerConfig, LearnerStats};
+use apex_model::Arch;
+use apex_replay_server::{Replay, ReplayConfig};
+use clap::Args;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::env_cmd::GameArgs;
+
+/// Replay storage settings.
+#[derive(Args, Clone)]
+pub struct StoreArgs {
+    /// Transitions held before the oldest are evicted (an Atari transition is about 56 KB for now).
+    #[arg(long, env = "APEX_REPLAY_CAPACITY", default_value_t = 50_000)]
+    pub capacity: usize,
+    /// Transitions needed before the learner may sample.
+    #[arg(long, env = "APEX_REPLAY_MIN_SIZE", default_value_t = 5_000)]
+    pub min_size: usize,
+}
+
+/// Learner settings.
+#[derive(Args, Clone)]
+pub struct TrainArgs {
+    #[arg(long, env = "APEX_BATCH_SIZE", default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, env = "APEX_LEARNING_RATE", default_value_t = 1e-4)]
+    pub learning_rate: f64,
+    #[arg(long, env = "APEX_ADAM_EPS", default_value_t = 1.5e-4)]
+    pub adam_eps: f64,
+    #[arg(long, env = "APEX_MAX_GRAD_NORM", default_value_t = 40.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, env = "APEX_TARGET_UPDATE_EVERY", default_value_t = 2_500)]
+    pub target_update_every: u64,
+    /// Updates between weight publications.
+    #[arg(long, env = "APEX_PUBLISH_EVERY", default_value_t = 25)]
+    pub publish_every: u64,
+    #[arg(long, env = "APEX_CHECKPOINT_EVERY", default_value_t = 5_000)]
+    pub checkpoint_every: u64,
+    /// Stop after this many updates.
+    #[arg(long, env = "APEX_MAX_UPDATES")]
+    pub max_updates: Option<u64>,
+    /// Train on CUDA when available.
+    #[arg(long, env = "APEX_CUDA")]
+    pub cuda: bool,
+}
+
+/// Actor settings.
+#[derive(Args, Clone)]
+pub struct ActArgs {
+    /// Environments stepped together by one actor (one batched forward pass).
+    #[arg(long, env = "APEX_ENVS", default_value_t = 8)]
+    pub envs: usize,
+    #[arg(long, env = "APEX_N_STEP", default_value_t = 3)]
+    pub n_step: usize,
+    #[arg(long, env = "APEX_GAMMA", default_value_t = 0.99)]
+    pub gamma: f32,
+    #[arg(long, env = "APEX_EPSILON_BASE", default_value_t = 0.4)]
+    pub epsilon_base: f64,
+    #[arg(long, env = "APEX_EPSILON_ALPHA", default_value_t = 7.0)]
+    pub epsilon_alpha: f64,
+    /// Transitions per insert request.
+    #[arg(long, env = "APEX_SEND_BATCH", default_value_t = 64)]
+    pub send_batch: usize,
+    #[arg(long, env = "APEX_MAX_IN_FLIGHT", default_value_t = 4)]
+    pub max_in_flight: usize,
+    /// Steps of each environment between weight refreshes (100 = 400 Atari frames).
+    #[arg(long, env = "APEX_WEIGHTS_REFRESH_STEPS", default_value_t = 100)]
+    pub weights_refresh_steps: u64,
+    /// Stop each actor after this many agent steps.
+    #[arg(long, env = "APEX_MAX_ENV_STEPS")]
+    pub max_env_steps: Option<u64>,
+}
+
+/// Network settings both the learner and the actors must agree on.
+#[derive(Args, Clone)]
+pub struct NetArgs {
+    /// Dueling value and advantage heads.
+    #[arg(long, env = "APEX_DUELING", default_value = "on")]
+    pub dueling: crate::env_cmd::OnOff,
+}
+
+fn arch(spec: &EnvSpec) -> Arch {
+    match spec {
+        EnvSpec::Atari(_) => Arch::Nature,
+        EnvSpec::Catch(_) => Arch::Mlp { hidden: 64 },
+    }
+}
+
+fn learner_config(
+    game: &GameArgs,
+    net: &NetArgs,
+    t: &TrainArgs,
+    replay_addr: String,
+    run_dir: Option<PathBuf>,
+) -> Result<LearnerConfig> {
+    let spec = game.spec();
+    let (obs_shape, num_actions) = spec.probe()?;
+    Ok(LearnerConfig {
+        replay_addr,
+        obs_shape,
+        num_actions,
+        arch: arch(&spec),
+        dueling: net.dueling.into(),
+        dqn: DqnConfig {
+            learning_rate: t.learning_rate,
+            adam_eps: t.adam_eps,
+            max_grad_norm: t.max_grad_norm,
+            target_update_every: t.target_update_every,
+        },
+        batch_size: t.batch_size,
+        publish_every: t.publish_every,
+        checkpoint_every: t.checkpoint_every,
+        run_dir,
+        cuda: t.cuda,
+        max_updates: t.max_updates,
+        prefetch: 2,
+    })
+}
+
+fn actor_config(
+    game: &GameArgs,
+    net: &NetArgs,
+    a: &ActArgs,
+    index: usize,
+    count: usize,
+    replay: String,
+    learner: String,
+) -> ActorConfig {
+    let env = game.spec();
+    ActorConfig {
+        replay_addr: replay,
+        learner_addr: learner,
+        arch: arch(&env),
+        env,
+        dueling: net.dueling.into(),
+        actor_index: index,
+        actor_count: count,
+        envs: a.envs,
+        epsilon_base: a.epsilon_base,
+        epsilon_alpha: a.epsilon_alpha,
+        n_step: a.n_step,
+        gamma: a.gamma,
+        send_batch: a.send_batch,
+        max_in_flight: a.max_in_flight,
+        weights_refresh_steps: a.weights_refresh_steps,
+        max_env_steps: a.max_env_steps,
+        seed: game.seed,
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("shutting down: finishing in-flight work and writing a checkpoint");
+        token.cancel();
+    });
+}
+
+fn serve_metrics(addr: Option<SocketAddr>) -> Result<()> {
+    if let Some(addr) = addr {
+        apex_telemetry::serve_prometheus(addr)?;
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}: pick a free address with --listen"))
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    #[arg(long, env = "APEX_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Serve Prometheus metrics here.
+    #[arg(long, env = "APEX_METRICS_ADDR", default_value = "0.0.0.0:9100")]
+    metrics_addr: Option<SocketAddr>,
+    #[arg(long, env = "APEX_SEED", default_value_t = 0)]
+    seed: u64,
+}
+
+pub async fn replay_server(a: ReplayArgs) -> Result<()> {
+    serve_metrics(a.metrics_addr)?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let listener = bind(a.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "replay server listening");
+    let config = ReplayConfig {
+        capacity: a.store.capacity,
+        min_size: a.store.min_size,
+        seed: a.seed,
+    };
+    apex_replay_server::run(config, listener, shutdown.cancelled_owned()).await?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LearnerArgs {
+    #[arg(long, env = "APEX_LISTEN", default_value = "0.0.0.0:50052")]
+    listen: SocketAddr,
+    /// The replay server.
+    #[arg(long, env = "APEX_REPLAY", default_value = "http://127.0.0.1:50051")]
+    replay: String,
+    #[command(flatten)]
+    game: GameArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
+    train: TrainArgs,
+    /// Checkpoints go here; a run resumes from the checkpoint it finds.
+    #[arg(long, env = "APEX_RUN_DIR", default_value = "runs/learner")]
+    run_dir: PathBuf,
+    #[arg(long, env = "APEX_METRICS_ADDR", default_value = "0.0.0.0:9100")]
+    metrics_addr: Option<SocketAddr>,
+}
+
+pub async fn learner(a: LearnerArgs) -> Result<()> {
+    serve_metrics(a.metrics_addr)?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let config = learner_config(&a.game, &a.net, &a.train, a.replay, Some(a.run_dir))?;
+    let listener = bind(a.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "learner listening");
+    let report = apex_learner::run(
+        config,
+        listener,
+        shutdown,
+        Arc::new(LearnerStats::default()),
+    )
+    .await?;
+    tracing::info!(
+        updates = report.updates,
+        version = report.version,
+        "learner stopped"
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ActorArgs {
+    #[arg(long, env = "APEX_REPLAY", default_value = "http://127.0.0.1:50051")]
+    replay: String,
+    #[arg(long, env = "APEX_LEARNER", default_value = "http://127.0.0.1:50052")]
+    learner: String,
+    /// This actor's index among --actor-count (for its place on the exploration ladder).
+    #[arg(long, env = "APEX_ACTOR_INDEX", default_value_t = 0)]
+    actor_index: usize,
+    #[arg(long, env = "APEX_ACTOR_COUNT", default_value_t = 1)]
+    actor_count: usize,
+    #[command(flatten)]
+    game: GameArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
+    act: ActArgs,
+    #[arg(long, env = "APEX_METRICS_ADDR", default_value = "0.0.0.0:9100")]
+    metrics_addr: Option<SocketAddr>,
+}
+
+pub async fn actor(a: ActorArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.actor_index < a.actor_count,
+        "--actor-index {} must be below --actor-count {}",
+        a.actor_index,
+        a.actor_count
+    );
+    serve_metrics(a.metrics_addr)?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    let config = actor_config(
+        &a.game,
+        &a.net,
+        &a.act,
+        a.actor_index,
+        a.actor_count,
+        a.replay,
+        a.learner,
+    );
+    let report = apex_actor::run(config, shutdown, Arc::new(ActorStats::default())).await?;
+    tracing::info!(
+        steps = report.env_steps,
+        games = report.episodes,
+        "actor stopped"
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LocalArgs {
+    #[command(flatten)]
+    game: GameArgs,
+    /// Actor processes' worth of environments, each with its own batched forward pass.
+    #[arg(long, env = "APEX_ACTORS", default_value_t = 2)]
+    actors: usize,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
+    train: TrainArgs,
+    #[command(flatten)]
+    act: ActArgs,
+    /// Checkpoints go here [default: runs/<game>-<time>].
+    #[arg(long, env = "APEX_RUN_DIR")]
+    run_dir: Option<PathBuf>,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    #[arg(long, env = "APEX_METRICS_ADDR", default_value = "127.0.0.1:9100")]
+    metrics_addr: Option<SocketAddr>,
+}
+
+/// Everything in this process, wired over loopback gRPC.
+pub async fn local(a: LocalArgs) -> Result<()> {
+    anyhow::ensure!(a.actors > 0, "--actors must be at least 1");
+    let spec = a.game.spec();
+    spec.probe()?; // a missing ROM fails here, before anything starts
+    serve_metrics(a.metrics_addr)?;
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PathBuf::from(format!("runs/{}-{secs}", spec.name()))
+    });
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+
+    let replay_listener = bind("127.0.0.1:0".parse()?).await?;
+    let learner_listener = bind("127.0.0.1:0".parse()?).await?;
+    let replay_addr = format!("http://{}", replay_listener.local_addr()?);
+    let learner_addr = format!("http://{}", learner_listener.local_addr()?);
+    let replay = Replay::new(&ReplayConfig {
+        capacity: a.store.capacity,
+        min_size: a.store.min_size,
+        seed: a.game.seed,
+    });
+    let replay_task = tokio::spawn(
+        replay
+            .clone()
+            .serve(replay_listener, shutdown.clone().cancelled_owned()),
+    );
+    let learner_stats = Arc::new(LearnerStats::default());
+    let learner_task = tokio::spawn(apex_learner::run(
+        learner_config(
+            &a.game,
+            &a.net,
+            &a.train,
+            replay_addr.clone(),
+            Some(run_dir.clone()),
+        )?,
+        learner_listener,
+        shutdown.clone(),
+        learner_stats.clone(),
+    ));
+    let actor_stats: Vec<Arc<ActorStats>> = (0..a.actors)
+        .map(|_| Arc::new(ActorStats::default()))
+        .collect();
+    let actor_tasks: Vec<_> = actor_stats
+        .iter()
+        .enumerate()
+        .map(|(i, stats)| {
+            let config = actor_config(
+                &a.game,
+                &a.net,
+                &a.act,
+                i,
+                a.actors,
+                replay_addr.clone(),
+                learner_addr.clone(),
+            );
+            tokio::spawn(apex_actor::run(config, shutdown.clone(), stats.clone()))
+        })
+        .collect();
+    println!(
+        "apex local: {} ({} actors x {} envs), replay {replay_addr}, learner {learner_addr}, run dir {}{}",
+        spec.name(),
+        a.actors,
+        a.act.envs,
+        run_dir.display(),
+        a.metrics_addr.map(|m| format!(", metrics http://{m}/metrics")).unwrap_or_default()
+    );
+    let progress = tokio::spawn(report_progress(
+        replay,
+        learner_stats,
+        actor_stats,
+        Duration::from_secs(a.log_every.max(1)),
+        shutdown.clone(),
+    ));
+
+    // The first service to stop (or fail) stops the rest.
+    let mut failure = None;
+    for task in actor_tasks {
+        if let Err(e) = task.await? {
+            failure.get_or_insert(anyhow::Error::from(e).context("actor failed"));
+            shutdown.cancel();
+        }
+    }
+    // Actors end only on shutdown or their step budget; then training ends too.
+    shutdown.cancel();
+    if let Err(e) = learner_task.await? {
+        failure.get_or_insert(anyhow::Error::from(e).context("learner failed"));
+    }
+    replay_task.await?.context("replay server failed")?;
+    progress.await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    println!(
+        "stopped cleanly; checkpoint in {}",
+        run_dir.join("checkpoint.ot").display()
+    );
+    Ok(())
+}
+
+async fn report_progress(
+    replay: Replay,
+    learner: Arc<LearnerStats>,
+    actors: Vec<Arc<ActorStats>>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let start = Instant::now();
+    let (mut last_steps, mut last_updates, mut last_time) = (0u64, 0u64, Instant::now());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let steps: u64 = actors
+            .iter()
+            .map(|a| a.env_steps.load(Ordering::Relaxed))
+            .sum();
+        let games: u64 = actors
+            .iter()
+            .map(|a| a.episodes.load(Ordering::Relaxed))
+            .sum();
+        let scores: Vec<i64> = actors.iter().flat_map(|a| a.recent_scores()).collect();
+        let updates = learner.updates.load(Ordering::Relaxed);
+        let dt = last_time.elapsed().as_secs_f64();
+        let versions: Vec<u64> = actors
+            .iter()
+            .map(|a| a.weights_version.load(Ordering::Relaxed))
+            .collect();
+        let mean_score = if scores.is_empty() {
+            "-".to_owned()
+        } else {
+            format!(
+                "{:.1}",
+                scores.iter().sum::<i64>() as f64 / scores.len() as f64
+            )
+        };
+        println!(
+            "[{:>6.0}s] env steps {steps} ({:.0}/s) | games {games}, mean raw score {mean_score} | replay {} | updates {updates} ({:.1}/s), loss {:.4}, mean Q {:.3} | weights v{} (actors v{}-v{})",
+            start.elapsed().as_secs_f64(),
+            (steps - last_steps) as f64 / dt,
+            replay.size(),
+            (updates - last_updates) as f64 / dt,
+            learner.loss(),
+            learner.mean_q(),
+            learner.version.load(Ordering::Relaxed),
+            versions.iter().min().unwrap_or(&0),
+            versions.iter().max().unwrap_or(&0),
+        );
+        (last_steps, last_updates, last_time) = (steps, updates, Instant::now());
+    }
+}
