@@ -13,6 +13,25 @@ pub enum BenchCommand {
     /// Environment agent steps/s (preprocessing and frame stack, no policy)
     /// and bare emulator frames/s, for each thread count.
     Env(EnvBenchArgs),
+    /// The actor loop (environments, batched inference, streaming to a live
+    /// replay server over loopback gRPC) against stepping the same
+    /// environments alone, both on one stepping thread.
+    Actor(ActorBenchArgs),
+}
+
+#[derive(Args)]
+pub struct ActorBenchArgs {
+    #[command(flatten)]
+    game: GameArgs,
+    /// Environments the actor steps together.
+    #[arg(long, default_value_t = 8)]
+    envs: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// libtorch threads for the actor's forward pass.
+    #[arg(long, default_value_t = 1)]
+    torch_threads: i32,
 }
 
 #[derive(Args)]
@@ -29,6 +48,7 @@ pub struct EnvBenchArgs {
 
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
+        BenchCommand::Actor(a) => tokio::runtime::Runtime::new()?.block_on(actor(a)),
         BenchCommand::Env(a) => {
             let config = a.game.config();
             let duration = Duration::from_secs_f64(a.seconds);
@@ -42,4 +62,110 @@ pub fn run(command: BenchCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Env-alone steps/s on one thread, stepping `envs` environments in turn.
+fn envs_alone(spec: &apex_env::EnvSpec, envs: usize, duration: Duration) -> Result<f64> {
+    use rand::Rng;
+    let mut all = (0..envs).map(|i| spec.make(i as u64)).collect::<Result<Vec<_>, _>>()?;
+    for e in all.iter_mut() {
+        e.reset();
+    }
+    let mut rng = rand::thread_rng();
+    let actions = all[0].num_actions();
+    let start = std::time::Instant::now();
+    let mut steps = 0u64;
+    while start.elapsed() < duration {
+        for e in all.iter_mut() {
+            if e.step(rng.gen_range(0..actions)).done() {
+                e.reset();
+            }
+        }
+        steps += envs as u64;
+    }
+    Ok(steps as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn actor(a: ActorBenchArgs) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    tch::set_num_threads(a.torch_threads);
+    let spec = a.game.spec();
+    let duration = Duration::from_secs_f64(a.seconds);
+    let alone = {
+        let spec = spec.clone();
+        let envs = a.envs;
+        tokio::task::spawn_blocking(move || envs_alone(&spec, envs, duration)).await??
+    };
+    println!("env_alone_steps_per_sec envs={} {alone:.0}", a.envs);
+
+    // A live replay server, and the learner's weights service with freshly
+    // initialised weights (no training competes for the CPU).
+    let (obs_shape, actions) = spec.probe()?;
+    let arch = match spec {
+        apex_env::EnvSpec::Atari(_) => apex_model::Arch::Nature,
+        apex_env::EnvSpec::Catch(_) => apex_model::Arch::Mlp { hidden: 64 },
+    };
+    let net = apex_model::QNetConfig::new(arch, &obs_shape, actions, true);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _ = apex_model::QNet::new(&vs.root(), net);
+    let published = apex_learner::weights::Published::default();
+    published.publish(1, apex_model::save_weights(&vs)?);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let replay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let params_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let replay_addr = format!("http://{}", replay_listener.local_addr()?);
+    let params_addr = format!("http://{}", params_listener.local_addr()?);
+    let config = apex_replay_server::ReplayConfig { capacity: 20_000, min_size: 1, seed: 0 };
+    let replay = tokio::spawn(apex_replay_server::run(config, replay_listener, shutdown.clone().cancelled_owned()));
+    let params = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                apex_proto::v1::parameters_server::ParametersServer::new(
+                    apex_learner::weights::ParametersService::new(published),
+                )
+                .max_encoding_message_size(apex_proto::MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(params_listener),
+                shutdown.clone().cancelled_owned(),
+            ),
+    );
+    let stats = Arc::new(apex_actor::ActorStats::default());
+    let config = apex_actor::ActorConfig {
+        replay_addr,
+        learner_addr: params_addr,
+        env: spec,
+        arch,
+        dueling: true,
+        actor_index: 0,
+        actor_count: 1,
+        envs: a.envs,
+        epsilon_base: 0.4,
+        epsilon_alpha: 7.0,
+        n_step: 3,
+        gamma: 0.99,
+        send_batch: 64,
+        max_in_flight: 4,
+        weights_refresh_steps: 100,
+        max_env_steps: None,
+        seed: 0,
+    };
+    let actor = tokio::spawn(apex_actor::run(config, shutdown.clone(), stats.clone()));
+    // Measure from a warm-up second after the first step (making emulators takes a while).
+    while stats.env_steps.load(Ordering::Relaxed) == 0 && !actor.is_finished() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (s0, t0) = (stats.env_steps.load(Ordering::Relaxed), std::time::Instant::now());
+    tokio::time::sleep(duration).await;
+    let rate = (stats.env_steps.load(Ordering::Relaxed) - s0) as f64 / t0.elapsed().as_secs_f64();
+    shutdown.cancel();
+    actor.await??;
+    replay.await??;
+    params.await??;
+    println!("actor_loop_steps_per_sec envs={} {rate:.0}", a.envs);
+    println!("actor loop / env alone = {:.2}", rate / alone);
+    Ok(())
 }
