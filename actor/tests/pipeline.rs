@@ -14,43 +14,56 @@ use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::{InfoRequest, SampleRequest};
 use apex_replay_server::ReplayConfig;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const ARCH: Arch = Arch::Mlp { hidden: 64 };
 const GAMMA: f32 = 0.99;
 
+/// A replay server and a learner running in this process.
 struct Services {
     replay_addr: String,
     learner_addr: String,
-    replay_listener: Option<TcpListener>,
-    learner_listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+    replay: JoinHandle<Result<(), tonic::transport::Error>>,
+    learner: JoinHandle<Result<apex_learner::LearnerReport, apex_learner::LearnerError>>,
 }
 
-async fn listeners() -> Services {
-    let r = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn start(replay: ReplayConfig, max_updates: u64, run_dir: &std::path::Path) -> Services {
+    let replay_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let learner_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let replay_addr = format!("http://{}", replay_listener.local_addr().unwrap());
+    let learner_addr = format!("http://{}", learner_listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let replay = tokio::spawn(apex_replay_server::run(
+        replay,
+        replay_listener,
+        shutdown.clone().cancelled_owned(),
+    ));
+    let learner = tokio::spawn(apex_learner::run(
+        learner_config(&replay_addr, max_updates, run_dir),
+        learner_listener,
+        shutdown.clone(),
+        Arc::new(LearnerStats::default()),
+    ));
     Services {
-        replay_addr: format!("http://{}", r.local_addr().unwrap()),
-        learner_addr: format!("http://{}", l.local_addr().unwrap()),
-        replay_listener: Some(r),
-        learner_listener: Some(l),
+        replay_addr,
+        learner_addr,
+        shutdown,
+        replay,
+        learner,
     }
 }
 
-fn learner_config(
-    s: &Services,
-    max_updates: u64,
-    lr: f64,
-    run_dir: &std::path::Path,
-) -> LearnerConfig {
+fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path) -> LearnerConfig {
     LearnerConfig {
-        replay_addr: s.replay_addr.clone(),
+        replay_addr: replay_addr.to_owned(),
         obs_shape: vec![1, 10, 5],
         num_actions: 3,
         arch: ARCH,
         dueling: true,
         dqn: DqnConfig {
-            learning_rate: lr,
+            learning_rate: 1e-3,
             adam_eps: 1e-8,
             max_grad_norm: 40.0,
             target_update_every: 200,
@@ -99,31 +112,19 @@ fn actor_config(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transitions_flow_weights_return_and_shutdown_is_clean() {
     let run_dir = tempfile::tempdir().unwrap();
-    let mut s = listeners().await;
-    let shutdown = CancellationToken::new();
-    let replay = tokio::spawn(apex_replay_server::run(
-        ReplayConfig {
-            capacity: 5000,
-            min_size: 200,
-            seed: 1,
-        },
-        s.replay_listener.take().unwrap(),
-        shutdown.clone().cancelled_owned(),
-    ));
-    let learner_stats = Arc::new(LearnerStats::default());
-    let learner = tokio::spawn(apex_learner::run(
-        learner_config(&s, 100, 1e-3, run_dir.path()),
-        s.learner_listener.take().unwrap(),
-        shutdown.clone(),
-        learner_stats.clone(),
-    ));
+    let replay = ReplayConfig {
+        capacity: 5000,
+        min_size: 200,
+        seed: 1,
+    };
+    let s = start(replay, 100, run_dir.path()).await;
     let actor_stats: Vec<Arc<ActorStats>> =
         (0..2).map(|_| Arc::new(ActorStats::default())).collect();
     let actors: Vec<_> = (0..2)
         .map(|i| {
             tokio::spawn(apex_actor::run(
                 actor_config(&s, i, 2, 3, 3000, 1),
-                shutdown.clone(),
+                s.shutdown.clone(),
                 actor_stats[i].clone(),
             ))
         })
@@ -132,7 +133,7 @@ async fn transitions_flow_weights_return_and_shutdown_is_clean() {
     for a in actors {
         reports.push(a.await.unwrap().expect("actor ran"));
     }
-    let learned = learner.await.unwrap().expect("learner ran");
+    let learned = s.learner.await.unwrap().expect("learner ran");
     assert_eq!(learned.updates, 100);
     assert!(
         learned.version >= 10,
@@ -191,8 +192,8 @@ async fn transitions_flow_weights_return_and_shutdown_is_clean() {
             );
         }
     }
-    shutdown.cancel();
-    replay.await.unwrap().expect("replay stopped cleanly");
+    s.shutdown.cancel();
+    s.replay.await.unwrap().expect("replay stopped cleanly");
 }
 
 /// Greedy catch rate of the network saved at `path` over `episodes` games.
@@ -224,29 +225,18 @@ fn catch_rate(path: &std::path::Path, episodes: usize) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_pipeline_learns_catch() {
     let run_dir = tempfile::tempdir().unwrap();
-    let mut s = listeners().await;
-    let shutdown = CancellationToken::new();
-    let replay = tokio::spawn(apex_replay_server::run(
-        ReplayConfig {
-            capacity: 50_000,
-            min_size: 500,
-            seed: 2,
-        },
-        s.replay_listener.take().unwrap(),
-        shutdown.clone().cancelled_owned(),
-    ));
-    let learner = tokio::spawn(apex_learner::run(
-        learner_config(&s, 6000, 1e-3, run_dir.path()),
-        s.learner_listener.take().unwrap(),
-        shutdown.clone(),
-        Arc::new(LearnerStats::default()),
-    ));
+    let replay = ReplayConfig {
+        capacity: 50_000,
+        min_size: 500,
+        seed: 2,
+    };
+    let s = start(replay, 6000, run_dir.path()).await;
     // The budget: 50,000 environment steps over 2 actors of 4 environments.
     let actors: Vec<_> = (0..2)
         .map(|i| {
             tokio::spawn(apex_actor::run(
                 actor_config(&s, i, 2, 4, 25_000, 3),
-                shutdown.clone(),
+                s.shutdown.clone(),
                 Arc::new(ActorStats::default()),
             ))
         })
@@ -254,9 +244,9 @@ async fn the_pipeline_learns_catch() {
     for a in actors {
         a.await.unwrap().expect("actor ran");
     }
-    learner.await.unwrap().expect("learner ran");
-    shutdown.cancel();
-    replay.await.unwrap().unwrap();
+    s.learner.await.unwrap().expect("learner ran");
+    s.shutdown.cancel();
+    s.replay.await.unwrap().unwrap();
     let rate = catch_rate(&run_dir.path().join("checkpoint.ot"), 500);
     println!("greedy catch rate after 50,000 environment steps: {rate:.3}");
     assert!(rate >= 0.9, "catch rate {rate:.3} is below 0.9");

@@ -67,7 +67,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
 /// Env-alone steps/s on one thread, stepping `envs` environments in turn.
 fn envs_alone(spec: &apex_env::EnvSpec, envs: usize, duration: Duration) -> Result<f64> {
     use rand::Rng;
-    let mut all = (0..envs).map(|i| spec.make(i as u64)).collect::<Result<Vec<_>, _>>()?;
+    let mut all = (0..envs)
+        .map(|i| spec.make(i as u64))
+        .collect::<Result<Vec<_>, _>>()?;
     for e in all.iter_mut() {
         e.reset();
     }
@@ -117,8 +119,16 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
     let params_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let replay_addr = format!("http://{}", replay_listener.local_addr()?);
     let params_addr = format!("http://{}", params_listener.local_addr()?);
-    let config = apex_replay_server::ReplayConfig { capacity: 20_000, min_size: 1, seed: 0 };
-    let replay = tokio::spawn(apex_replay_server::run(config, replay_listener, shutdown.clone().cancelled_owned()));
+    let config = apex_replay_server::ReplayConfig {
+        capacity: 20_000,
+        min_size: 1,
+        seed: 0,
+    };
+    let replay = tokio::spawn(apex_replay_server::run(
+        config,
+        replay_listener,
+        shutdown.clone().cancelled_owned(),
+    ));
     let params = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(
@@ -158,7 +168,10 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (s0, t0) = (stats.env_steps.load(Ordering::Relaxed), std::time::Instant::now());
+    let (s0, t0) = (
+        stats.env_steps.load(Ordering::Relaxed),
+        std::time::Instant::now(),
+    );
     tokio::time::sleep(duration).await;
     let rate = (stats.env_steps.load(Ordering::Relaxed) - s0) as f64 / t0.elapsed().as_secs_f64();
     shutdown.cancel();
