@@ -75,6 +75,9 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
         cuda: false,
         max_updates: Some(max_updates),
         prefetch: 2,
+        beta_start: 0.4,
+        beta_end: 1.0,
+        beta_anneal_updates: max_updates,
     }
 }
 
@@ -115,6 +118,7 @@ async fn transitions_flow_weights_return_and_shutdown_is_clean() {
     let replay = ReplayConfig {
         capacity: 5000,
         min_size: 200,
+        alpha: 0.6,
         seed: 1,
     };
     let s = start(replay, 100, run_dir.path()).await;
@@ -163,7 +167,10 @@ async fn transitions_flow_weights_return_and_shutdown_is_clean() {
     assert_eq!((info.inserted_total, acked), (steps, steps));
     assert_eq!(info.obs_shape.unwrap().dims, vec![1, 10, 5]);
     let batch = client
-        .sample(SampleRequest { batch_size: 256 })
+        .sample(SampleRequest {
+            batch_size: 256,
+            beta: 0.4,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -228,6 +235,7 @@ async fn the_pipeline_learns_catch() {
     let replay = ReplayConfig {
         capacity: 50_000,
         min_size: 500,
+        alpha: 0.6,
         seed: 2,
     };
     let s = start(replay, 6000, run_dir.path()).await;

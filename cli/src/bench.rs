@@ -122,6 +122,7 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
     let config = apex_replay_server::ReplayConfig {
         capacity: 20_000,
         min_size: 1,
+        alpha: 0.6,
         seed: 0,
     };
     let replay = tokio::spawn(apex_replay_server::run(

@@ -29,6 +29,9 @@ pub struct StoreArgs {
     /// Transitions needed before the learner may sample.
     #[arg(long, env = "APEX_REPLAY_MIN_SIZE", default_value_t = 5_000)]
     pub min_size: usize,
+    /// Priority exponent (0: uniform sampling).
+    #[arg(long, env = "APEX_ALPHA", default_value_t = 0.6)]
+    pub alpha: f64,
 }
 
 /// Learner settings.
@@ -55,6 +58,14 @@ pub struct TrainArgs {
     /// Train on CUDA when available.
     #[arg(long, env = "APEX_CUDA")]
     pub cuda: bool,
+    /// Importance-sampling exponent at the start, annealed linearly to --beta-end.
+    #[arg(long, env = "APEX_BETA_START", default_value_t = 0.4)]
+    pub beta_start: f64,
+    #[arg(long, env = "APEX_BETA_END", default_value_t = 1.0)]
+    pub beta_end: f64,
+    /// Updates over which beta goes from start to end.
+    #[arg(long, env = "APEX_BETA_ANNEAL_UPDATES", default_value_t = 1_000_000)]
+    pub beta_anneal_updates: u64,
 }
 
 /// Actor settings.
@@ -127,6 +138,9 @@ fn learner_config(
         cuda: t.cuda,
         max_updates: t.max_updates,
         prefetch: 2,
+        beta_start: t.beta_start,
+        beta_end: t.beta_end,
+        beta_anneal_updates: t.beta_anneal_updates,
     })
 }
 
@@ -210,6 +224,7 @@ pub async fn replay_server(a: ReplayArgs) -> Result<()> {
     let config = ReplayConfig {
         capacity: a.store.capacity,
         min_size: a.store.min_size,
+        alpha: a.store.alpha,
         seed: a.seed,
     };
     apex_replay_server::run(config, listener, shutdown.cancelled_owned()).await?;
@@ -355,6 +370,7 @@ pub async fn local(a: LocalArgs) -> Result<()> {
     let replay = Replay::new(&ReplayConfig {
         capacity: a.store.capacity,
         min_size: a.store.min_size,
+        alpha: a.store.alpha,
         seed: a.game.seed,
     });
     let replay_task = tokio::spawn(

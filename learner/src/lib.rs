@@ -50,6 +50,19 @@ pub struct LearnerConfig {
     pub max_updates: Option<u64>,
     /// Batches sampled ahead of the training loop.
     pub prefetch: usize,
+    /// Importance-sampling exponent, annealed linearly from start to end
+    /// over `beta_anneal_updates` updates.
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_anneal_updates: u64,
+}
+
+impl LearnerConfig {
+    /// Beta after `updates` updates.
+    pub fn beta(&self, updates: u64) -> f64 {
+        let progress = (updates as f64 / self.beta_anneal_updates.max(1) as f64).min(1.0);
+        self.beta_start + (self.beta_end - self.beta_start) * progress
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +165,8 @@ pub async fn run(
         let (batch_tx, batch_rx) = mpsc::channel(config.prefetch.max(1));
         let prefetcher = tokio::spawn(prefetch(
             client.clone(),
-            config.batch_size,
+            config.clone(),
+            stats.clone(),
             batch_tx,
             stop.clone(),
         ));
@@ -278,14 +292,16 @@ fn train(
 /// Keeps `prefetch` batches ready so the training loop does not wait on the network.
 async fn prefetch(
     mut client: ReplayClient<Channel>,
-    batch_size: usize,
+    config: LearnerConfig,
+    stats: Arc<LearnerStats>,
     out: mpsc::Sender<Result<SampleResponse, tonic::Status>>,
     stop: CancellationToken,
 ) {
-    let request = SampleRequest {
-        batch_size: batch_size as u32,
-    };
     loop {
+        let request = SampleRequest {
+            batch_size: config.batch_size as u32,
+            beta: config.beta(stats.updates.load(Ordering::Relaxed)) as f32,
+        };
         let r = tokio::select! {
             _ = stop.cancelled() => return,
             r = client.sample(request) => r,

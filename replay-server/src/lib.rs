@@ -1,10 +1,11 @@
-//! The replay server: a bounded store of transitions that actors stream
-//! into and the learner samples from, over gRPC (`apex.v1.Replay`). It never
+//! The replay server: a bounded, prioritized store of transitions that
+//! actors stream into and the learner samples from, over gRPC (`apex.v1.Replay`). It never
 //! links libtorch.
 
 mod metrics;
 pub mod service;
 pub mod store;
+pub mod sum_tree;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,8 @@ pub struct ReplayConfig {
     pub capacity: usize,
     /// Sampling is refused below this many transitions.
     pub min_size: usize,
+    /// Priority exponent: items are drawn with probability p^alpha / sum p^alpha; 0 is uniform.
+    pub alpha: f64,
     pub seed: u64,
 }
 
@@ -40,6 +43,7 @@ impl Replay {
             store: Arc::new(Mutex::new(Store::new(
                 config.capacity,
                 config.min_size,
+                config.alpha,
                 config.seed,
             ))),
         }

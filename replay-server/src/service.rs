@@ -115,10 +115,18 @@ impl Replay for ReplayService {
         &self,
         request: Request<SampleRequest>,
     ) -> Result<Response<SampleResponse>, Status> {
-        let n = request.into_inner().batch_size as usize;
+        let request = request.into_inner();
+        let n = request.batch_size as usize;
+        if !(0.0..=1.0).contains(&request.beta) {
+            let s = Status::invalid_argument(format!("beta {} must be in [0, 1]", request.beta));
+            return counted("Sample", Err(s));
+        }
         let (sample, shape) = {
             let mut store = self.store();
-            let sample = counted("Sample", store.sample(n).map_err(status))?;
+            let sample = counted(
+                "Sample",
+                store.sample(n, request.beta as f64).map_err(status),
+            )?;
             (
                 sample,
                 store
@@ -133,7 +141,6 @@ impl Replay for ReplayService {
         let mut next_obs = BytesMut::with_capacity(n * per);
         let mut r = SampleResponse {
             obs_shape: Some(Shape::of(&shape)),
-            weights: vec![1.0; n],
             ..Default::default()
         };
         for item in &sample.items {
@@ -144,6 +151,7 @@ impl Replay for ReplayService {
             r.discounts.push(item.discount);
         }
         r.ids = sample.ids;
+        r.weights = sample.weights;
         r.obs = obs.freeze();
         r.next_obs = next_obs.freeze();
         metrics::counter!(m::SAMPLED).increment(n as u64);

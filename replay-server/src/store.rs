@@ -1,12 +1,19 @@
-//! A bounded FIFO of transitions with uniform sampling. Items get
-//! increasing ids, so a priority update for an item evicted in between is
-//! recognised and skipped.
-
-use std::collections::VecDeque;
+//! A bounded FIFO of transitions with proportional prioritized sampling
+//! (alpha = 0 is uniform). Items get increasing ids and live in the ring slot
+//! `id % capacity`, which is also their sum-tree leaf, so a priority update
+//! for an item evicted in between is recognised and skipped.
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::sum_tree::SumTree;
+
+/// Largest batch served (draws are with replacement, so it may exceed the size held).
+pub const MAX_BATCH: usize = 65_536;
+
+/// Priorities are kept at least this large so every item stays sampleable.
+const MIN_PRIORITY: f32 = 1e-6;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
@@ -18,11 +25,13 @@ pub struct Item {
     pub priority: f32,
 }
 
-/// A sampled batch: ids with their items (cheap clones of shared bytes).
+/// A sampled batch: ids with their items (cheap clones of shared bytes) and
+/// importance-sampling weights normalized by the batch's largest.
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub ids: Vec<u64>,
     pub items: Vec<Item>,
+    pub weights: Vec<f32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -55,37 +64,66 @@ pub enum StoreError {
 pub struct Store {
     capacity: usize,
     min_size: usize,
+    alpha: f64,
     obs_shape: Option<Vec<usize>>,
-    items: VecDeque<Item>,
-    /// Id of `items[0]`.
+    slots: Vec<Option<Item>>,
+    tree: SumTree,
+    /// Ids held: first_id..next_id.
     first_id: u64,
+    next_id: u64,
+    /// New items without a priority of their own get the largest seen.
+    max_priority: f32,
     inserted_total: u64,
     sampled_total: u64,
     rng: ChaCha8Rng,
 }
 
 impl Store {
-    /// Sampling is refused until `min_size` transitions are held.
-    pub fn new(capacity: usize, min_size: usize, seed: u64) -> Self {
+    /// Sampling is refused until `min_size` transitions are held; items are
+    /// drawn with probability proportional to priority^alpha.
+    pub fn new(capacity: usize, min_size: usize, alpha: f64, seed: u64) -> Self {
         assert!(capacity > 0, "capacity must be positive");
+        assert!(alpha >= 0.0, "alpha must be non-negative");
         Store {
             capacity,
             min_size: min_size.max(1),
+            alpha,
             obs_shape: None,
-            items: VecDeque::new(),
+            slots: vec![None; capacity],
+            tree: SumTree::new(capacity),
             first_id: 0,
+            next_id: 0,
+            max_priority: 1.0,
             inserted_total: 0,
             sampled_total: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
     }
 
+    fn slot(&self, id: u64) -> usize {
+        (id % self.capacity as u64) as usize
+    }
+
+    fn holds(&self, id: u64) -> bool {
+        (self.first_id..self.next_id).contains(&id)
+    }
+
+    fn set_priority(&mut self, id: u64, priority: f32) {
+        let p = priority.max(MIN_PRIORITY);
+        self.max_priority = self.max_priority.max(p);
+        let slot = self.slot(id);
+        self.tree.set(slot, (p as f64).powf(self.alpha));
+        if let Some(item) = &mut self.slots[slot] {
+            item.priority = p;
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.items.len()
+        (self.next_id - self.first_id) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 
     pub fn capacity(&self) -> usize {
@@ -134,43 +172,77 @@ impl Store {
         Ok(())
     }
 
-    /// Appends a batch, evicting the oldest items beyond capacity.
+    /// Appends a batch, evicting the oldest items beyond capacity. An item
+    /// whose priority is not positive gets the largest priority seen.
     pub fn insert(&mut self, shape: &[usize], items: Vec<Item>) -> Result<usize, StoreError> {
         self.validate(shape, &items)?;
         self.obs_shape.get_or_insert_with(|| shape.to_vec());
         let n = items.len();
-        for item in items {
-            if self.items.len() == self.capacity {
-                self.items.pop_front();
+        for mut item in items {
+            if self.len() == self.capacity {
+                let oldest = self.slot(self.first_id);
+                self.tree.set(oldest, 0.0);
+                self.slots[oldest] = None;
                 self.first_id += 1;
             }
-            self.items.push_back(item);
+            let id = self.next_id;
+            self.next_id += 1;
+            let priority = if item.priority > 0.0 {
+                item.priority
+            } else {
+                self.max_priority
+            };
+            item.priority = priority;
+            let slot = self.slot(id);
+            self.slots[slot] = Some(item);
+            self.set_priority(id, priority);
         }
         self.inserted_total += n as u64;
         Ok(n)
     }
 
-    /// Draws `n` items uniformly, with replacement.
-    pub fn sample(&mut self, n: usize) -> Result<Sample, StoreError> {
-        if self.items.len() < self.min_size {
+    /// Draws `n` items with probability priority^alpha / total, one from
+    /// each of `n` equal slices of the total mass; importance weights use
+    /// exponent `beta` and are divided by the batch's largest.
+    pub fn sample(&mut self, n: usize, beta: f64) -> Result<Sample, StoreError> {
+        if self.len() < self.min_size {
             return Err(StoreError::NotEnough {
-                size: self.items.len(),
+                size: self.len(),
                 needed: self.min_size,
             });
         }
-        let max = self.capacity;
-        if n == 0 || n > max {
-            return Err(StoreError::BadBatchSize { got: n, max });
+        if n == 0 || n > MAX_BATCH {
+            return Err(StoreError::BadBatchSize {
+                got: n,
+                max: MAX_BATCH,
+            });
         }
-        let len = self.items.len();
+        let total = self.tree.total();
+        let slice = total / n as f64;
+        let held = self.len() as f64;
         let mut sample = Sample {
             ids: Vec::with_capacity(n),
             items: Vec::with_capacity(n),
+            weights: Vec::with_capacity(n),
         };
-        for _ in 0..n {
-            let i = self.rng.gen_range(0..len);
-            sample.ids.push(self.first_id + i as u64);
-            sample.items.push(self.items[i].clone());
+        let first_slot = self.slot(self.first_id);
+        for j in 0..n {
+            let mass = (j as f64 + self.rng.gen::<f64>()) * slice;
+            let slot = self.tree.find(mass.min(total));
+            // The id living in this slot: the one at this ring offset from the oldest.
+            let offset = (slot + self.capacity - first_slot) % self.capacity;
+            sample.ids.push(self.first_id + offset as u64);
+            sample.items.push(
+                self.slots[slot]
+                    .clone()
+                    .expect("a leaf with mass holds an item"),
+            );
+            let probability = self.tree.get(slot) / total;
+            sample.weights.push((held * probability).powf(-beta) as f32);
+        }
+        let largest = sample.weights.iter().copied().fold(0.0f32, f32::max);
+        for w in &mut sample.weights {
+            *w /= largest;
         }
         self.sampled_total += n as u64;
         Ok(sample)
@@ -180,15 +252,19 @@ impl Store {
     pub fn update_priorities(&mut self, ids: &[u64], priorities: &[f32]) -> (usize, usize) {
         let mut updated = 0;
         for (&id, &p) in ids.iter().zip(priorities) {
-            if let Some(item) = id
-                .checked_sub(self.first_id)
-                .and_then(|i| self.items.get_mut(i as usize))
-            {
-                item.priority = p;
+            if self.holds(id) {
+                self.set_priority(id, p);
                 updated += 1;
             }
         }
         (updated, ids.len() - updated)
+    }
+
+    /// The item with `id`, if still held.
+    pub fn get(&self, id: u64) -> Option<&Item> {
+        self.holds(id)
+            .then(|| self.slots[self.slot(id)].as_ref())
+            .flatten()
     }
 }
 
@@ -207,43 +283,124 @@ mod tests {
         }
     }
 
+    fn with_priority(tag: u8, priority: f32) -> Item {
+        Item {
+            priority,
+            ..item(tag)
+        }
+    }
+
     #[test]
     fn fifo_eviction_keeps_the_newest() {
-        let mut s = Store::new(3, 1, 0);
-        s.insert(&[1, 2, 3], (0..5).map(item).collect()).unwrap();
+        let mut s = Store::new(3, 1, 0.6, 0);
+        s.insert(&[6], (0..5).map(item).collect()).unwrap();
         assert_eq!(s.len(), 3);
         assert_eq!(s.inserted_total(), 5);
-        let tags: Vec<u32> = s.items.iter().map(|i| i.action).collect();
+        assert!(s.get(1).is_none());
+        let tags: Vec<u32> = (2..5).map(|id| s.get(id).unwrap().action).collect();
         assert_eq!(tags, vec![2, 3, 4]);
-        let sample = s.sample(50).unwrap_err();
-        assert!(matches!(sample, StoreError::BadBatchSize { .. }));
-        let sample = s.sample(3).unwrap();
+        assert!(matches!(
+            s.sample(MAX_BATCH + 1, 0.4),
+            Err(StoreError::BadBatchSize { .. })
+        ));
+        let sample = s.sample(3, 0.4).unwrap();
         for (id, it) in sample.ids.iter().zip(&sample.items) {
             assert_eq!(*id, it.action as u64, "ids follow insertion order");
         }
     }
 
-    #[test]
-    fn uniform_sampling_covers_everything_evenly() {
-        let mut s = Store::new(10, 1, 1);
-        s.insert(&[6], (0..10).map(item).collect()).unwrap();
-        let mut counts = [0usize; 10];
-        for _ in 0..2000 {
-            for it in s.sample(10).unwrap().items {
+    /// Draws `draws` items from priorities `p` and checks each item's count
+    /// against p_i^alpha / sum p^alpha within 5 standard deviations of a
+    /// binomial count (a false alarm about once in 1.7 million per item).
+    fn check_frequencies(priorities: &[f32], alpha: f64, draws: usize) {
+        let mut s = Store::new(priorities.len(), 1, alpha, 7);
+        let items = priorities
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| with_priority(i as u8, p))
+            .collect();
+        s.insert(&[6], items).unwrap();
+        let mut counts = vec![0usize; priorities.len()];
+        for _ in 0..draws / 500 {
+            for it in s.sample(500, 0.4).unwrap().items {
                 counts[it.action as usize] += 1;
             }
         }
-        // 2000 draws per item expected; 5 standard deviations is about 212.
-        assert!(
-            counts.iter().all(|&c| (1788..=2212).contains(&c)),
-            "{counts:?}"
-        );
-        assert_eq!(s.sampled_total(), 20_000);
+        let total: f64 = priorities.iter().map(|&p| (p as f64).powf(alpha)).sum();
+        for (i, &p) in priorities.iter().enumerate() {
+            let f = (p as f64).powf(alpha) / total;
+            let expected = draws as f64 * f;
+            let sd = (draws as f64 * f * (1.0 - f)).sqrt();
+            let got = counts[i] as f64;
+            assert!(
+                (got - expected).abs() <= 5.0 * sd,
+                "item {i}: {got} draws, expected {expected:.0} +- {:.0}",
+                5.0 * sd
+            );
+        }
+    }
+
+    #[test]
+    fn sampling_frequencies_follow_priority_to_the_alpha() {
+        let priorities: Vec<f32> = (1..=20).map(|i| (i * i) as f32 / 10.0).collect();
+        check_frequencies(&priorities, 0.6, 200_000);
+        check_frequencies(&priorities, 1.0, 200_000);
+    }
+
+    #[test]
+    fn alpha_zero_is_uniform() {
+        check_frequencies(&[0.01, 5.0, 100.0, 1.0, 3.0, 7.0, 0.5, 2.0], 0.0, 100_000);
+    }
+
+    #[test]
+    fn importance_weights_follow_the_formula_and_are_max_normalized() {
+        let priorities = [1.0f32, 2.0, 4.0, 8.0];
+        let (alpha, beta) = (0.6, 0.4);
+        let mut s = Store::new(4, 1, alpha, 3);
+        s.insert(
+            &[6],
+            priorities
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| with_priority(i as u8, p))
+                .collect(),
+        )
+        .unwrap();
+        let total: f64 = priorities.iter().map(|&p| (p as f64).powf(alpha)).sum();
+        let raw = |i: usize| (4.0 * (priorities[i] as f64).powf(alpha) / total).powf(-beta);
+        let sample = s.sample(64, beta).unwrap();
+        let largest = sample
+            .items
+            .iter()
+            .map(|it| raw(it.action as usize))
+            .fold(0.0, f64::max);
+        for (it, &w) in sample.items.iter().zip(&sample.weights) {
+            let want = raw(it.action as usize) / largest;
+            assert!(
+                (w as f64 - want).abs() < 1e-5,
+                "item {}: {w} vs {want}",
+                it.action
+            );
+        }
+        assert!(sample.weights.iter().any(|&w| w == 1.0));
+        // beta 0: no correction.
+        assert!(s.sample(16, 0.0).unwrap().weights.iter().all(|&w| w == 1.0));
+    }
+
+    #[test]
+    fn new_items_without_priority_get_the_largest_seen() {
+        let mut s = Store::new(10, 1, 1.0, 0);
+        s.insert(&[6], vec![with_priority(0, 3.0), with_priority(1, 0.0)])
+            .unwrap();
+        assert_eq!(s.get(1).unwrap().priority, 3.0);
+        s.update_priorities(&[0], &[9.0]);
+        s.insert(&[6], vec![with_priority(2, 0.0)]).unwrap();
+        assert_eq!(s.get(2).unwrap().priority, 9.0);
     }
 
     #[test]
     fn bad_batches_are_refused_whole() {
-        let mut s = Store::new(10, 1, 0);
+        let mut s = Store::new(10, 1, 0.6, 0);
         s.insert(&[2, 3], vec![item(1)]).unwrap();
         let err = s.insert(&[3, 2], vec![item(2)]).unwrap_err();
         assert!(matches!(err, StoreError::ShapeMismatch { .. }));
@@ -263,25 +420,30 @@ mod tests {
 
     #[test]
     fn sampling_waits_for_the_minimum_size() {
-        let mut s = Store::new(10, 4, 0);
+        let mut s = Store::new(10, 4, 0.6, 0);
         s.insert(&[6], (0..3).map(item).collect()).unwrap();
         assert_eq!(
-            s.sample(1).unwrap_err(),
+            s.sample(1, 0.4).unwrap_err(),
             StoreError::NotEnough { size: 3, needed: 4 }
         );
         s.insert(&[6], vec![item(3)]).unwrap();
-        assert!(s.sample(1).is_ok());
+        assert!(s.sample(1, 0.4).is_ok());
     }
 
     #[test]
-    fn priority_updates_skip_evicted_ids() {
-        let mut s = Store::new(2, 1, 0);
+    fn priority_updates_skip_evicted_ids_and_change_sampling() {
+        let mut s = Store::new(2, 1, 1.0, 0);
         s.insert(&[6], (0..4).map(item).collect()).unwrap(); // ids 2 and 3 remain
         assert_eq!(
-            s.update_priorities(&[0, 2, 3, 9], &[5.0, 6.0, 7.0, 8.0]),
+            s.update_priorities(&[0, 2, 3, 9], &[5.0, 1e-3, 7.0, 8.0]),
             (2, 2)
         );
-        assert_eq!(s.items[0].priority, 6.0);
-        assert_eq!(s.items[1].priority, 7.0);
+        assert_eq!(s.get(2).unwrap().priority, 1e-3);
+        let drawn = s.sample(200, 0.4).unwrap();
+        let low = drawn.ids.iter().filter(|&&id| id == 2).count();
+        assert!(
+            low < 5,
+            "an item with 1/7000 of the mass was drawn {low} times of 200"
+        );
     }
 }

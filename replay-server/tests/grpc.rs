@@ -39,6 +39,7 @@ async fn inserts_samples_and_status_codes() {
     let config = ReplayConfig {
         capacity: 100,
         min_size: 4,
+        alpha: 0.6,
         seed: 0,
     };
     let server = tokio::spawn(apex_replay_server::run(
@@ -69,7 +70,10 @@ async fn inserts_samples_and_status_codes() {
 
     // Too little data to sample yet.
     let err = client
-        .sample(SampleRequest { batch_size: 2 })
+        .sample(SampleRequest {
+            batch_size: 2,
+            beta: 0.4,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -86,7 +90,10 @@ async fn inserts_samples_and_status_codes() {
     assert_eq!(sizes, vec![3, 6]);
 
     let s = client
-        .sample(SampleRequest { batch_size: 5 })
+        .sample(SampleRequest {
+            batch_size: 5,
+            beta: 0.4,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -127,7 +134,10 @@ async fn inserts_samples_and_status_codes() {
     );
 
     let err = client
-        .sample(SampleRequest { batch_size: 0 })
+        .sample(SampleRequest {
+            batch_size: 0,
+            beta: 0.4,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
