@@ -59,7 +59,7 @@ impl SumTree {
         while node < self.leaves {
             let left = self.nodes[2 * node];
             if mass < left {
-                node = 2 * node;
+                node *= 2;
             } else {
                 mass -= left;
                 node = 2 * node + 1;
