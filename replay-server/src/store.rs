@@ -382,7 +382,7 @@ mod tests {
                 it.action
             );
         }
-        assert!(sample.weights.iter().any(|&w| w == 1.0));
+        assert!(sample.weights.contains(&1.0));
         // beta 0: no correction.
         assert!(s.sample(16, 0.0).unwrap().weights.iter().all(|&w| w == 1.0));
     }
