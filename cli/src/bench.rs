@@ -17,6 +17,21 @@ pub enum BenchCommand {
     /// replay server over loopback gRPC) against stepping the same
     /// environments alone, both on one stepping thread.
     Actor(ActorBenchArgs),
+    /// Prioritized replay in-process: sampling (batches with importance
+    /// weights) and priority updates per second, at each store size.
+    Replay(ReplayBenchArgs),
+}
+
+#[derive(Args)]
+pub struct ReplayBenchArgs {
+    /// Items held, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000000,2000000")]
+    items: Vec<usize>,
+    #[arg(long, default_value_t = 512)]
+    batch: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
 }
 
 #[derive(Args)]
@@ -49,6 +64,7 @@ pub struct EnvBenchArgs {
 pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Actor(a) => tokio::runtime::Runtime::new()?.block_on(actor(a)),
+        BenchCommand::Replay(a) => replay(a),
         BenchCommand::Env(a) => {
             let config = a.game.config();
             let duration = Duration::from_secs_f64(a.seconds);
@@ -181,5 +197,52 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
     params.await??;
     println!("actor_loop_steps_per_sec envs={} {rate:.0}", a.envs);
     println!("actor loop / env alone = {:.2}", rate / alone);
+    Ok(())
+}
+
+fn replay(a: ReplayBenchArgs) -> Result<()> {
+    use apex_replay_server::store::{Item, Store};
+    use rand::{Rng, SeedableRng};
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let duration = Duration::from_secs_f64(a.seconds);
+    for &n in &a.items {
+        let mut store = Store::new(n, 1, 0.6, 0);
+        // Small observations: this measures the sum tree and the bookkeeping, not copies.
+        let obs = bytes::Bytes::from_static(&[0u8; 4]);
+        for start in (0..n).step_by(10_000) {
+            let items = (start..(start + 10_000).min(n))
+                .map(|i| Item {
+                    obs: obs.clone(),
+                    action: (i % 4) as u32,
+                    reward: 0.0,
+                    discount: 0.99,
+                    next_obs: obs.clone(),
+                    priority: rng.gen_range(0.01..10.0),
+                })
+                .collect();
+            store.insert(&[4], items)?;
+        }
+        let t = std::time::Instant::now();
+        let mut batches = 0u64;
+        while t.elapsed() < duration {
+            std::hint::black_box(store.sample(a.batch, 0.4)?);
+            batches += 1;
+        }
+        let sample_rate = batches as f64 / t.elapsed().as_secs_f64();
+        let ids: Vec<Vec<u64>> = (0..64)
+            .map(|_| (0..a.batch).map(|_| rng.gen_range(0..n as u64)).collect())
+            .collect();
+        let priorities: Vec<f32> = (0..a.batch).map(|_| rng.gen_range(0.01..10.0)).collect();
+        let t = std::time::Instant::now();
+        let mut updates = 0u64;
+        while t.elapsed() < duration {
+            store.update_priorities(&ids[updates as usize % ids.len()], &priorities);
+            updates += 1;
+        }
+        let update_rate = updates as f64 / t.elapsed().as_secs_f64();
+        println!("apex_sample_batches_per_sec items={n} {sample_rate:.0}");
+        println!("apex_update_batches_per_sec items={n} {update_rate:.0}");
+    }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub struct Item {
     pub reward: f32,
     pub discount: f32,
     pub next_obs: Bytes,
+    /// The priority the item entered with; later updates live in the sum tree.
     pub priority: f32,
 }
 
@@ -111,11 +112,15 @@ impl Store {
     fn set_priority(&mut self, id: u64, priority: f32) {
         let p = priority.max(MIN_PRIORITY);
         self.max_priority = self.max_priority.max(p);
+        // Only the tree holds current priorities: touching the item too
+        // would cost a cache miss per update.
         let slot = self.slot(id);
         self.tree.set(slot, (p as f64).powf(self.alpha));
-        if let Some(item) = &mut self.slots[slot] {
-            item.priority = p;
-        }
+    }
+
+    /// The sampling weight (priority^alpha) of `id`, if still held.
+    pub fn weight(&self, id: u64) -> Option<f64> {
+        self.holds(id).then(|| self.tree.get(self.slot(id)))
     }
 
     pub fn len(&self) -> usize {
@@ -251,12 +256,16 @@ impl Store {
     /// Sets priorities by id; returns (updated, missing) counts.
     pub fn update_priorities(&mut self, ids: &[u64], priorities: &[f32]) -> (usize, usize) {
         let mut updated = 0;
+        let mut leaves = Vec::with_capacity(ids.len());
         for (&id, &p) in ids.iter().zip(priorities) {
             if self.holds(id) {
-                self.set_priority(id, p);
+                let p = p.max(MIN_PRIORITY);
+                self.max_priority = self.max_priority.max(p);
+                leaves.push((self.slot(id), (p as f64).powf(self.alpha)));
                 updated += 1;
             }
         }
+        self.tree.set_many(leaves);
         (updated, ids.len() - updated)
     }
 
@@ -396,6 +405,7 @@ mod tests {
         s.update_priorities(&[0], &[9.0]);
         s.insert(&[6], vec![with_priority(2, 0.0)]).unwrap();
         assert_eq!(s.get(2).unwrap().priority, 9.0);
+        assert_eq!(s.weight(2), Some(9.0));
     }
 
     #[test]
@@ -438,7 +448,10 @@ mod tests {
             s.update_priorities(&[0, 2, 3, 9], &[5.0, 1e-3, 7.0, 8.0]),
             (2, 2)
         );
-        assert_eq!(s.get(2).unwrap().priority, 1e-3);
+        assert!(
+            (s.weight(2).unwrap() - 1e-3).abs() < 1e-9,
+            "alpha 1: the weight is the priority"
+        );
         let drawn = s.sample(200, 0.4).unwrap();
         let low = drawn.ids.iter().filter(|&&id| id == 2).count();
         assert!(
