@@ -81,11 +81,13 @@ impl SumTree {
             self.levels[0][index] = value;
             nodes.push(index);
         }
+        // Sorted once: parents of sorted nodes come out sorted, so each
+        // level needs only a dedup.
+        nodes.sort_unstable();
         for k in 1..self.levels.len() {
             for n in nodes.iter_mut() {
                 *n /= FANOUT;
             }
-            nodes.sort_unstable();
             nodes.dedup();
             let (below, above) = self.levels.split_at_mut(k);
             let children = &below[k - 1];
