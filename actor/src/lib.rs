@@ -17,7 +17,7 @@ use apex_env::{EnvError, EnvSpec, Environment};
 use apex_model::{Arch, QNetConfig};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
-use apex_proto::v1::WeightsRequest;
+use apex_proto::v1::{Transition, WeightsRequest};
 use apex_proto::MAX_MESSAGE_BYTES;
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -26,8 +26,8 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::n_step::{End, NStep};
-use crate::policy::{epsilon, epsilon_greedy, PolicyNet};
+use crate::n_step::{Emitted, End, NStep, Taken};
+use crate::policy::{argmax, epsilon, epsilon_greedy, PolicyNet};
 use crate::sender::Sender;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -352,6 +352,9 @@ impl Acting {
         let mut n_steps: Vec<NStep> = (0..n).map(|_| NStep::new(c.n_step, c.gamma)).collect();
         let mut input = vec![0u8; n * per];
         let mut pending = Vec::with_capacity(c.send_batch + c.n_step * n);
+        // (environment, transition) pairs waiting for the next forward pass.
+        let mut awaiting: Vec<(usize, Emitted)> = Vec::new();
+        let mut finished: Vec<Emitted> = Vec::new();
         let mut iteration: u64 = 0;
         while !stop.is_cancelled() {
             if c.max_env_steps
@@ -370,20 +373,38 @@ impl Acting {
             for (slot, o) in input.chunks_exact_mut(per).zip(&obs) {
                 slot.copy_from_slice(o);
             }
-            let greedy = self.policy.greedy(&input, n);
+            let q = self.policy.q_values(&input, n);
+            let rows: Vec<&[f32]> = q.chunks_exact(actions).collect();
+            // Transitions finished last step get their priorities now that
+            // this pass has valued their bootstrap observations.
+            for (j, e) in awaiting.drain(..) {
+                let max_q_next = rows[j][argmax(rows[j])];
+                // 0 asks the server for its largest priority.
+                let priority = e.td_priority(max_q_next).unwrap_or(0.0);
+                pending.push(Transition {
+                    priority,
+                    ..e.transition
+                });
+            }
             for (j, env) in self.envs.iter_mut().enumerate() {
-                let action = epsilon_greedy(greedy[j], eps[j], actions, &mut rng);
+                let action = epsilon_greedy(argmax(rows[j]), eps[j], actions, &mut rng);
                 let step = env.step(action);
                 let next = Bytes::copy_from_slice(env.obs());
                 let this = std::mem::replace(&mut obs[j], next.clone());
+                let taken = Taken {
+                    action: action as u32,
+                    reward: step.reward,
+                    q: rows[j][action],
+                };
+                let before = finished.len();
                 n_steps[j].push(
                     this,
-                    action as u32,
-                    step.reward,
+                    taken,
                     &next,
                     End::of(step.terminal, step.truncated),
-                    &mut pending,
+                    &mut finished,
                 );
+                awaiting.extend(finished.drain(before..).map(|e| (j, e)));
                 if let Some(game) = step.game {
                     self.stats.record_game(game.raw_score);
                     ::metrics::counter!(metrics::EPISODES, &label()).increment(1);
@@ -409,6 +430,20 @@ impl Acting {
                 refresh.notify_one();
             }
         }
+        // The last step's transitions go without a bootstrap value: the
+        // server gives them its largest priority.
+        pending.extend(awaiting.into_iter().map(|(_, e)| {
+            let known = e.transition.discount == 0.0;
+            let priority = if known {
+                e.td_priority(0.0).unwrap_or(0.0)
+            } else {
+                0.0
+            };
+            Transition {
+                priority,
+                ..e.transition
+            }
+        }));
         if !pending.is_empty() {
             self.handle.block_on(self.sender.send(pending))?;
         }

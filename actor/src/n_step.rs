@@ -26,10 +26,45 @@ impl End {
     }
 }
 
+/// What the agent did at one step: the action, the (clipped) reward it got
+/// and the Q-value its network gave that action.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Taken {
+    pub action: u32,
+    pub reward: f32,
+    pub q: f32,
+}
+
+/// A finished n-step transition, before its priority is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    pub transition: Transition,
+    /// Q(s_t, a_t) from the actor's network when it acted.
+    pub q: f32,
+    /// The bootstrap observation ended the episode (a truncation): the
+    /// actor's next forward pass sees the reset observation instead.
+    pub ends_episode: bool,
+}
+
+impl Emitted {
+    /// |n-step TD error| given max_a Q(next_obs, a) (ignored when the
+    /// discount is 0); `None` when the bootstrap value is not at hand.
+    pub fn td_priority(&self, max_q_next: f32) -> Option<f32> {
+        let t = &self.transition;
+        if t.discount == 0.0 {
+            Some((t.reward - self.q).abs())
+        } else if self.ends_episode {
+            None
+        } else {
+            Some((t.reward + t.discount * max_q_next - self.q).abs())
+        }
+    }
+}
+
 pub struct NStep {
     n: usize,
     gamma: f32,
-    pending: VecDeque<(Bytes, u32, f32)>,
+    pending: VecDeque<(Bytes, Taken)>,
 }
 
 impl NStep {
@@ -46,13 +81,12 @@ impl NStep {
     pub fn push(
         &mut self,
         obs: Bytes,
-        action: u32,
-        reward: f32,
+        taken: Taken,
         next_obs: &Bytes,
         end: Option<End>,
-        out: &mut Vec<Transition>,
+        out: &mut Vec<Emitted>,
     ) {
-        self.pending.push_back((obs, action, reward));
+        self.pending.push_back((obs, taken));
         match end {
             Some(end) => {
                 while !self.pending.is_empty() {
@@ -60,31 +94,35 @@ impl NStep {
                         End::Terminal => 0.0,
                         End::Truncated => self.gamma.powi(self.pending.len() as i32),
                     };
-                    out.push(self.emit(next_obs, discount));
+                    out.push(self.emit(next_obs, discount, true));
                 }
             }
             None if self.pending.len() == self.n => {
-                out.push(self.emit(next_obs, self.gamma.powi(self.n as i32)))
+                out.push(self.emit(next_obs, self.gamma.powi(self.n as i32), false))
             }
             None => {}
         }
     }
 
     /// The transition starting at the oldest pending step.
-    fn emit(&mut self, next_obs: &Bytes, discount: f32) -> Transition {
+    fn emit(&mut self, next_obs: &Bytes, discount: f32, ends_episode: bool) -> Emitted {
         let reward = self
             .pending
             .iter()
             .rev()
-            .fold(0.0, |acc, &(_, _, r)| r + self.gamma * acc);
-        let (obs, action, _) = self.pending.pop_front().expect("a pending step");
-        Transition {
-            obs,
-            action,
-            reward,
-            discount,
-            next_obs: next_obs.clone(),
-            priority: 0.0,
+            .fold(0.0, |acc, (_, t)| t.reward + self.gamma * acc);
+        let (obs, taken) = self.pending.pop_front().expect("a pending step");
+        Emitted {
+            transition: Transition {
+                obs,
+                action: taken.action,
+                reward,
+                discount,
+                next_obs: next_obs.clone(),
+                priority: 0.0,
+            },
+            q: taken.q,
+            ends_episode,
         }
     }
 }
@@ -99,6 +137,13 @@ mod tests {
 
     /// Plays rewards r_0.. with observations 0, 1, 2, ...; `end` marks the last step.
     fn run(n: usize, rewards: &[f32], end: Option<(bool, bool)>) -> Vec<Transition> {
+        emitted(n, rewards, end)
+            .into_iter()
+            .map(|e| e.transition)
+            .collect()
+    }
+
+    fn emitted(n: usize, rewards: &[f32], end: Option<(bool, bool)>) -> Vec<Emitted> {
         let mut s = NStep::new(n, 0.5);
         let mut out = Vec::new();
         for (i, &r) in rewards.iter().enumerate() {
@@ -110,8 +155,11 @@ mod tests {
             };
             s.push(
                 obs(i as u8),
-                i as u32,
-                r,
+                Taken {
+                    action: i as u32,
+                    reward: r,
+                    q: 0.25,
+                },
                 &obs(i as u8 + 1),
                 End::of(terminal, truncated),
                 &mut out,
@@ -166,6 +214,24 @@ mod tests {
         assert_eq!(summary(&t), vec![(0, 1.5, 0.0, 2), (1, 1.0, 0.0, 2)]);
         let t = run(1, &[1.0, 2.0], Some((true, false)));
         assert_eq!(summary(&t), vec![(0, 1.0, 0.5, 1), (1, 2.0, 0.0, 2)]);
+    }
+
+    #[test]
+    fn priorities_are_the_n_step_td_error() {
+        // gamma 0.5, n 2, Q(s_t, a_t) = 0.25 everywhere.
+        let e = emitted(2, &[1.0, 2.0, 4.0], None);
+        assert_eq!(e.len(), 2);
+        // R = 1 + 0.5 * 2 = 2; target = 2 + 0.25 * maxQ(3.0) = 2.75; |2.75 - 0.25| = 2.5.
+        assert_eq!(e[0].td_priority(3.0), Some(2.5));
+        let e = emitted(2, &[1.0, 2.0], Some((true, false)));
+        // Terminal: R - Q, whatever the next value.
+        assert_eq!(e[0].td_priority(100.0), Some(1.75));
+        let e = emitted(2, &[1.0], Some((false, true)));
+        assert_eq!(
+            e[0].td_priority(3.0),
+            None,
+            "after a truncation the bootstrap is not at hand"
+        );
     }
 
     #[test]

@@ -46,20 +46,30 @@ impl PolicyNet {
         Ok(p)
     }
 
-    /// Greedy actions for `n` observations concatenated in `obs`: one forward pass.
-    pub fn greedy(&self, obs: &[u8], n: usize) -> Vec<usize> {
+    /// Q-values of `n` observations concatenated in `obs`, one row of
+    /// `actions` values per observation: one forward pass.
+    pub fn q_values(&self, obs: &[u8], n: usize) -> Vec<f32> {
         let mut shape = vec![n as i64];
         shape.extend(&self.shape);
         let q = tch::no_grad(|| {
             self.net
                 .q_values(&Tensor::from_slice(obs).view(shape.as_slice()))
         });
-        Vec::<i64>::try_from(q.argmax(1, false))
-            .expect("argmax gives i64")
-            .into_iter()
-            .map(|a| a as usize)
-            .collect()
+        Vec::<f32>::try_from(q.flatten(0, -1)).expect("Q-values are f32")
     }
+
+    /// Greedy actions for `n` observations concatenated in `obs`.
+    pub fn greedy(&self, obs: &[u8], n: usize) -> Vec<usize> {
+        let q = self.q_values(obs, n);
+        q.chunks_exact(q.len() / n).map(argmax).collect()
+    }
+}
+
+/// Index of the largest value (the first, on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
 /// Random with probability `eps`, else `greedy`.
@@ -95,6 +105,12 @@ mod tests {
         // Non-greedy picks happen with probability 0.3 * 3/4 = 0.225.
         let rate = random as f64 / n as f64;
         assert!((rate - 0.225).abs() < 0.015, "{rate}");
+    }
+
+    #[test]
+    fn argmax_takes_the_first_of_ties() {
+        assert_eq!(argmax(&[0.0, 2.0, 1.0, 2.0]), 1);
+        assert_eq!(argmax(&[-1.0]), 0);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const ARCH: Arch = Arch::Mlp { hidden: 64 };
+const ARCH: Arch = Arch::Mlp { hidden: 128 };
 const GAMMA: f32 = 0.99;
 
 /// A replay server and a learner running in this process.
@@ -82,7 +82,7 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
 }
 
 /// Catch has few environments per test, so the ladder is flattened
-/// (alpha 3: epsilon 0.4 down to 0.026) to keep exploring the edges.
+/// (alpha 2: epsilon 0.4 down to 0.064) to keep exploring the edges.
 fn actor_config(
     s: &Services,
     index: usize,
@@ -101,7 +101,7 @@ fn actor_config(
         actor_count: count,
         envs,
         epsilon_base: 0.4,
-        epsilon_alpha: 3.0,
+        epsilon_alpha: 2.0,
         n_step,
         gamma: GAMMA,
         send_batch: 32,
