@@ -157,7 +157,7 @@ pub async fn run(
             .await
             .map_err(LearnerError::Address)?
         else {
-            return Ok(None);
+            return Ok(());
         };
         let client = ReplayClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -189,25 +189,18 @@ pub async fn run(
                     &stats,
                     checkpoint.as_deref(),
                 )
-                .map(|_| dqn)
             })
         };
         let outcome = training.await.expect("training thread panicked");
         stop.cancel();
         let _ = prefetcher.await;
         let _ = prioritizer.await;
-        outcome.map(Some)
+        outcome
     }
     .await;
     stop.cancel();
     let _ = server.await;
-    result.map_err(|e| match e {
-        LearnerError::Replay { status, .. } => LearnerError::Replay {
-            addr: addr.clone(),
-            status,
-        },
-        e => e,
-    })?;
+    result?;
     Ok(LearnerReport {
         updates: stats.updates.load(Ordering::Relaxed),
         version: stats.version.load(Ordering::Relaxed),
@@ -243,7 +236,7 @@ fn train(
             Some(Ok(r)) => r,
             Some(Err(status)) => {
                 return Err(LearnerError::Replay {
-                    addr: String::new(),
+                    addr: config.replay_addr.clone(),
                     status,
                 })
             }
