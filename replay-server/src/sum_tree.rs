@@ -45,29 +45,15 @@ impl SumTree {
         self.levels[0][index]
     }
 
-    /// Sets leaf `index` to `value` (>= 0) and recomputes its ancestors from
-    /// their children (no running deltas, so rounding never accumulates).
+    /// Sets leaf `index` to `value` (>= 0) and recomputes its ancestors.
     pub fn set(&mut self, index: usize, value: f64) {
-        assert!(
-            index < self.capacity,
-            "leaf {index} beyond capacity {}",
-            self.capacity
-        );
-        debug_assert!(value >= 0.0 && value.is_finite());
-        self.levels[0][index] = value;
-        let mut node = index;
-        for k in 1..self.levels.len() {
-            node /= FANOUT;
-            let (below, above) = self.levels.split_at_mut(k);
-            let children = &below[k - 1];
-            let end = ((node + 1) * FANOUT).min(children.len());
-            above[0][node] = sum(&children[node * FANOUT..end]);
-        }
+        self.set_many([(index, value)]);
     }
 
     /// Sets many leaves, then recomputes each touched ancestor once, level
-    /// by level: the updates of a batch overlap their cache misses instead
-    /// of walking to the root one after another.
+    /// by level, from its children (no running deltas, so rounding never
+    /// accumulates): the updates of a batch overlap their cache misses
+    /// instead of walking to the root one after another.
     pub fn set_many(&mut self, updates: impl IntoIterator<Item = (usize, f64)>) {
         let mut nodes = std::mem::take(&mut self.scratch);
         nodes.clear();
@@ -162,19 +148,28 @@ mod tests {
     }
 
     #[test]
-    fn set_many_matches_one_by_one() {
-        let mut one = SumTree::new(1000);
-        let mut many = SumTree::new(1000);
-        let updates: Vec<(usize, f64)> = (0..300)
-            .map(|i| ((i * 37) % 1000, (i % 7) as f64 + 0.5))
-            .collect();
-        for &(i, v) in &updates {
-            one.set(i, v);
-        }
-        many.set_many(updates.iter().copied());
-        assert_eq!(one.total(), many.total());
-        for mass in [0.0, 10.0, 500.0, one.total() - 1e-9] {
-            assert_eq!(one.find(mass), many.find(mass));
+    fn batched_updates_agree_with_a_linear_scan() {
+        let mut t = SumTree::new(1000);
+        let mut leaves = vec![0.0f64; 1000];
+        for round in 0..3 {
+            let updates: Vec<(usize, f64)> = (0..300)
+                .map(|i| ((i * 37 + round * 11) % 1000, ((i + round) % 7) as f64 + 0.5))
+                .collect();
+            for &(i, v) in &updates {
+                leaves[i] = v;
+            }
+            t.set_many(updates);
+            let total: f64 = leaves.iter().sum();
+            assert!((t.total() - total).abs() < 1e-9);
+            for k in 0..50 {
+                let mass = total * k as f64 / 50.0;
+                let mut acc = 0.0;
+                let want = leaves.iter().position(|&v| {
+                    acc += v;
+                    mass < acc
+                });
+                assert_eq!(Some(t.find(mass)), want, "mass {mass}");
+            }
         }
     }
 
