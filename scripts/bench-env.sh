@@ -21,15 +21,10 @@ for r in $(seq "$rounds"); do
   .venv-bench/bin/python scripts/bench_env_peers.py --threads 1,2 --seconds "$seconds" | tee -a "$log"
 done
 python3 - "$log" <<'PY'
-import statistics, sys, collections
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    name, threads, value = line.split()
-    runs[(name, threads)].append(float(value))
-med = {k: statistics.median(v) for k, v in runs.items()}
-print("\nmedians over", len(next(iter(runs.values()))), "rounds")
-for (name, threads), v in sorted(med.items()):
-    print(f"  {name:32s} {threads:10s} {v:10.0f}")
+import sys
+sys.path.insert(0, "scripts")
+from bench_medians import medians
+med = medians(sys.argv[1])
 for t in ("threads=1", "threads=2"):
     env = med[("apex_env_steps_per_sec", t)]
     pool = med[("envpool_steps_per_sec", t)]

@@ -20,15 +20,10 @@ for r in $(seq "$rounds"); do
   .venv-bench/bin/python scripts/bench_replay_peers.py --seconds "$seconds" | tee -a "$log"
 done
 python3 - "$log" <<'PY'
-import statistics, sys, collections
-runs = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    name, items, value = line.split()
-    runs[(name, items)].append(float(value))
-med = {k: statistics.median(v) for k, v in runs.items()}
-print("\nmedians over", len(next(iter(runs.values()))), "rounds (batches of 512 per second)")
-for (name, items), v in sorted(med.items()):
-    print(f"  {name:30s} {items:16s} {v:10.0f}")
+import sys
+sys.path.insert(0, "scripts")
+from bench_medians import medians
+med = medians(sys.argv[1])
 for items in sorted({i for _, i in med}):
     for op in ("sample", "update"):
         a, c = med[(f"apex_{op}_batches_per_sec", items)], med[(f"cpprb_{op}_batches_per_sec", items)]
