@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use apex_env::{EnvError, EnvSpec, Environment};
 use apex_model::{Arch, QNetConfig};
+use apex_proto::frame_stream::{FrameStream, NamedObs};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
-use apex_proto::v1::{Transition, WeightsRequest};
+use apex_proto::v1::{Codec, Transition, WeightsRequest};
 use apex_proto::MAX_MESSAGE_BYTES;
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::n_step::{Emitted, End, NStep, Taken};
-use crate::policy::{argmax, epsilon, epsilon_greedy, PolicyNet};
+use crate::policy::{argmax, epsilon_greedy, Exploration, PolicyNet};
 use crate::sender::Sender;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,9 +44,8 @@ pub struct ActorConfig {
     pub actor_index: usize,
     pub actor_count: usize,
     pub envs: usize,
-    /// Exploration ladder: base^(1 + alpha i / (N - 1)) for environment i of N.
-    pub epsilon_base: f64,
-    pub epsilon_alpha: f64,
+    /// Epsilon of each environment: a rung of the ladder, maybe reached by decay.
+    pub exploration: Exploration,
     pub n_step: usize,
     pub gamma: f32,
     /// Transitions per insert request.
@@ -57,6 +57,8 @@ pub struct ActorConfig {
     /// Stop after this many agent steps over all environments.
     pub max_env_steps: Option<u64>,
     pub seed: u64,
+    /// How frames are compressed for the replay (done here, not on the server).
+    pub codec: Codec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,8 @@ pub enum ActorError {
     Learner { addr: String, status: tonic::Status },
     #[error("invalid address '{0}': use http://host:port")]
     Address(String),
+    #[error("{envs} environments are more than one actor can stream ({most} at most): run more actors with fewer environments each")]
+    TooManyEnvs { envs: usize, most: usize },
     #[error("weights from the learner do not fit this actor's network ({0}): start both with the same environment and network settings")]
     Weights(tch::TchError),
 }
@@ -157,6 +161,15 @@ pub async fn run(
         })
         .collect::<Result<_, _>>()?;
     let obs_shape = envs[0].obs_shape();
+    // A transition refers back to frames named up to channels + n + 2 steps
+    // of each environment earlier; the replay remembers a window of them.
+    let steps_back = obs_shape[0] + config.n_step + 2;
+    if (config.envs * steps_back) as u64 > apex_proto::STREAM_FRAME_WINDOW {
+        return Err(ActorError::TooManyEnvs {
+            envs: config.envs,
+            most: apex_proto::STREAM_FRAME_WINDOW as usize / steps_back,
+        });
+    }
     let net = QNetConfig::new(
         config.arch,
         &obs_shape,
@@ -205,6 +218,7 @@ pub async fn run(
     let sender = Sender::open(
         replay,
         &obs_shape,
+        config.codec,
         config.actor_index as u32,
         config.max_in_flight,
         stats.transitions_acknowledged.clone(),
@@ -320,22 +334,24 @@ impl Acting {
         let n = self.envs.len();
         let actions = self.envs[0].num_actions();
         let per: usize = self.envs[0].obs_shape().iter().product();
-        let eps: Vec<f64> = (0..n)
-            .map(|j| {
-                epsilon(
-                    c.actor_index * n + j,
-                    c.actor_count * n,
-                    c.epsilon_base,
-                    c.epsilon_alpha,
-                )
-            })
-            .collect();
+        let epsilons = |step: u64| -> Vec<f64> {
+            (0..n)
+                .map(|j| {
+                    c.exploration
+                        .epsilon(c.actor_index * n + j, c.actor_count * n, step)
+                })
+                .collect()
+        };
+        let mut eps = epsilons(0);
         let actor = c.actor_index.to_string();
         let label = || [("actor", actor.clone())];
-        ::metrics::gauge!(metrics::EPSILON_MIN, &label())
-            .set(eps.iter().copied().fold(1.0, f64::min));
-        ::metrics::gauge!(metrics::EPSILON_MAX, &label())
-            .set(eps.iter().copied().fold(0.0, f64::max));
+        let report_eps = |eps: &[f64]| {
+            ::metrics::gauge!(metrics::EPSILON_MIN, &label())
+                .set(eps.iter().copied().fold(1.0, f64::min));
+            ::metrics::gauge!(metrics::EPSILON_MAX, &label())
+                .set(eps.iter().copied().fold(0.0, f64::max));
+        };
+        report_eps(&eps);
         ::metrics::gauge!(metrics::WEIGHTS_VERSION, &label()).set(self.policy.version as f64);
         self.stats
             .weights_version
@@ -344,10 +360,12 @@ impl Acting {
 
         let mut rng =
             rand_chacha::ChaCha8Rng::seed_from_u64(c.seed ^ (c.actor_index as u64).rotate_left(32));
-        let mut obs: Vec<Bytes> = self
+        let channels = self.envs[0].obs_shape()[0];
+        let mut frames = FrameStream::new(c.codec, channels);
+        let mut obs: Vec<NamedObs> = self
             .envs
             .iter_mut()
-            .map(|e| Bytes::copy_from_slice(e.reset()))
+            .map(|e| frames.name(None, Bytes::copy_from_slice(e.reset())))
             .collect();
         let mut n_steps: Vec<NStep> = (0..n).map(|_| NStep::new(c.n_step, c.gamma)).collect();
         let mut input = vec![0u8; n * per];
@@ -371,7 +389,7 @@ impl Acting {
                     .set(self.policy.version as f64);
             }
             for (slot, o) in input.chunks_exact_mut(per).zip(&obs) {
-                slot.copy_from_slice(o);
+                slot.copy_from_slice(&o.obs);
             }
             let q = self.policy.q_values(&input, n);
             let rows: Vec<&[f32]> = q.chunks_exact(actions).collect();
@@ -389,8 +407,8 @@ impl Acting {
             for (j, env) in self.envs.iter_mut().enumerate() {
                 let action = epsilon_greedy(argmax(rows[j]), eps[j], actions, &mut rng);
                 let step = env.step(action);
-                let next = Bytes::copy_from_slice(env.obs());
-                let this = std::mem::replace(&mut obs[j], next.clone());
+                let next = frames.name(Some(&obs[j]), Bytes::copy_from_slice(env.obs()));
+                let this = std::mem::replace(&mut obs[j], next);
                 let taken = Taken {
                     action: action as u32,
                     reward: step.reward,
@@ -398,9 +416,9 @@ impl Acting {
                 };
                 let before = finished.len();
                 n_steps[j].push(
-                    this,
+                    this.ids,
                     taken,
-                    &next,
+                    &obs[j].ids,
                     End::of(step.terminal, step.truncated),
                     &mut finished,
                 );
@@ -413,19 +431,26 @@ impl Acting {
                     ::metrics::gauge!(metrics::LAST_SCORE, &label()).set(game.raw_score as f64);
                 }
                 if step.done() {
-                    obs[j] = Bytes::copy_from_slice(env.reset());
+                    obs[j] = frames.name(None, Bytes::copy_from_slice(env.reset()));
                 }
             }
             self.stats.env_steps.fetch_add(n as u64, Ordering::Relaxed);
             steps_counter.increment(n as u64);
             if pending.len() >= c.send_batch {
                 let waited = Instant::now();
+                let batch = std::mem::take(&mut pending);
                 self.handle
-                    .block_on(self.sender.send(std::mem::take(&mut pending)))?;
+                    .block_on(self.sender.send(frames.take_frames(), batch))?;
                 ::metrics::histogram!(metrics::SEND_WAIT, &label())
                     .record(waited.elapsed().as_secs_f64());
             }
             iteration += 1;
+            if c.exploration.decaying(iteration - 1) {
+                eps = epsilons(iteration);
+                if iteration.is_multiple_of(1000) {
+                    report_eps(&eps);
+                }
+            }
             if iteration.is_multiple_of(c.weights_refresh_steps.max(1)) {
                 refresh.notify_one();
             }
@@ -445,7 +470,8 @@ impl Acting {
             }
         }));
         if !pending.is_empty() {
-            self.handle.block_on(self.sender.send(pending))?;
+            self.handle
+                .block_on(self.sender.send(frames.take_frames(), pending))?;
         }
         Ok(())
     }

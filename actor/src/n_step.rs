@@ -1,11 +1,11 @@
 //! n-step transitions: the discounted sum of the next n rewards, then a
 //! bootstrap from the observation n steps later. A terminal cuts the sum and
 //! drops the bootstrap; a truncation cuts the sum but keeps the bootstrap.
+//! Observations are the frame ids the insert stream gave them.
 
 use std::collections::VecDeque;
 
 use apex_proto::v1::Transition;
-use bytes::Bytes;
 
 /// How an episode's step ended it, if it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl Emitted {
 pub struct NStep {
     n: usize,
     gamma: f32,
-    pending: VecDeque<(Bytes, Taken)>,
+    pending: VecDeque<(Vec<u64>, Taken)>,
 }
 
 impl NStep {
@@ -80,9 +80,9 @@ impl NStep {
     /// Records one step from `obs` and appends the transitions it completes to `out`.
     pub fn push(
         &mut self,
-        obs: Bytes,
+        obs: Vec<u64>,
         taken: Taken,
-        next_obs: &Bytes,
+        next_obs: &[u64],
         end: Option<End>,
         out: &mut Vec<Emitted>,
     ) {
@@ -105,7 +105,7 @@ impl NStep {
     }
 
     /// The transition starting at the oldest pending step.
-    fn emit(&mut self, next_obs: &Bytes, discount: f32, ends_episode: bool) -> Emitted {
+    fn emit(&mut self, next_obs: &[u64], discount: f32, ends_episode: bool) -> Emitted {
         let reward = self
             .pending
             .iter()
@@ -118,7 +118,7 @@ impl NStep {
                 action: taken.action,
                 reward,
                 discount,
-                next_obs: next_obs.clone(),
+                next_obs: next_obs.to_vec(),
                 priority: 0.0,
             },
             q: taken.q,
@@ -131,8 +131,8 @@ impl NStep {
 mod tests {
     use super::*;
 
-    fn obs(i: u8) -> Bytes {
-        Bytes::from(vec![i])
+    fn obs(i: u8) -> Vec<u64> {
+        vec![i as u64]
     }
 
     /// Plays rewards r_0.. with observations 0, 1, 2, ...; `end` marks the last step.
@@ -170,7 +170,7 @@ mod tests {
 
     fn summary(t: &[Transition]) -> Vec<(u8, f32, f32, u8)> {
         t.iter()
-            .map(|t| (t.obs[0], t.reward, t.discount, t.next_obs[0]))
+            .map(|t| (t.obs[0] as u8, t.reward, t.discount, t.next_obs[0] as u8))
             .collect()
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use apex_proto::v1::replay_client::ReplayClient;
-use apex_proto::v1::{InsertRequest, Shape, Transition};
+use apex_proto::v1::{Codec, Frame, InsertRequest, Shape, Transition};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -16,6 +16,7 @@ pub struct Sender {
     requests: mpsc::Sender<InsertRequest>,
     in_flight: Arc<Semaphore>,
     shape: Shape,
+    codec: Codec,
     actor_id: u32,
     acks: tokio::task::JoinHandle<Result<(), tonic::Status>>,
 }
@@ -24,6 +25,7 @@ impl Sender {
     pub async fn open(
         mut client: ReplayClient<Channel>,
         shape: &[usize],
+        codec: Codec,
         actor_id: u32,
         max_in_flight: usize,
         acknowledged: Arc<AtomicU64>,
@@ -53,13 +55,19 @@ impl Sender {
             requests,
             in_flight,
             shape: Shape::of(shape),
+            codec,
             actor_id,
             acks,
         })
     }
 
-    /// Sends a batch once fewer than `max_in_flight` are unacknowledged.
-    pub async fn send(&mut self, transitions: Vec<Transition>) -> Result<(), tonic::Status> {
+    /// Sends a batch, with the new frames its transitions (or later ones)
+    /// refer to, once fewer than `max_in_flight` are unacknowledged.
+    pub async fn send(
+        &mut self,
+        frames: Vec<Frame>,
+        transitions: Vec<Transition>,
+    ) -> Result<(), tonic::Status> {
         let acquired = self.in_flight.acquire().await.map(|p| p.forget()).is_ok();
         if !acquired {
             return Err(self.failure().await);
@@ -68,6 +76,8 @@ impl Sender {
             obs_shape: Some(self.shape.clone()),
             transitions,
             actor_id: self.actor_id,
+            frames,
+            codec: self.codec as i32,
         };
         if self.requests.send(request).await.is_err() || self.acks.is_finished() {
             return Err(self.failure().await);

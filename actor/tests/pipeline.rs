@@ -5,12 +5,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use apex_actor::policy::Exploration;
 use apex_actor::{ActorConfig, ActorStats};
 use apex_env::{CatchConfig, EnvSpec, Environment};
-use apex_learner::dqn::DqnConfig;
+use apex_learner::dqn::{DqnConfig, Optimizer};
 use apex_learner::{LearnerConfig, LearnerStats};
 use apex_model::{Arch, QNetConfig};
 use apex_proto::v1::replay_client::ReplayClient;
+use apex_proto::v1::Codec;
 use apex_proto::v1::{InfoRequest, SampleRequest};
 use apex_replay_server::ReplayConfig;
 use tokio::net::TcpListener;
@@ -25,7 +27,7 @@ struct Services {
     replay_addr: String,
     learner_addr: String,
     shutdown: CancellationToken,
-    replay: JoinHandle<Result<(), tonic::transport::Error>>,
+    replay: JoinHandle<Result<(), apex_replay_server::ReplayError>>,
     learner: JoinHandle<Result<apex_learner::LearnerReport, apex_learner::LearnerError>>,
 }
 
@@ -63,10 +65,11 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
         arch: ARCH,
         dueling: true,
         dqn: DqnConfig {
+            optimizer: Optimizer::Adam { eps: 1e-8 },
             learning_rate: 1e-3,
-            adam_eps: 1e-8,
             max_grad_norm: 40.0,
             target_update_every: 200,
+            double: true,
         },
         batch_size: 64,
         publish_every: 10,
@@ -90,6 +93,7 @@ fn actor_config(
     envs: usize,
     steps: u64,
     n_step: usize,
+    codec: Codec,
 ) -> ActorConfig {
     ActorConfig {
         replay_addr: s.replay_addr.clone(),
@@ -100,8 +104,12 @@ fn actor_config(
         actor_index: index,
         actor_count: count,
         envs,
-        epsilon_base: 0.4,
-        epsilon_alpha: 2.0,
+        exploration: Exploration {
+            base: 0.4,
+            alpha: 2.0,
+            start: 1.0,
+            decay_steps: 0,
+        },
         n_step,
         gamma: GAMMA,
         send_batch: 32,
@@ -109,25 +117,25 @@ fn actor_config(
         weights_refresh_steps: 10,
         max_env_steps: Some(steps),
         seed: 17 + index as u64,
+        codec,
     }
+}
+
+fn replay_config(capacity: usize, min_size: usize, seed: u64) -> ReplayConfig {
+    ReplayConfig::in_memory(capacity, min_size, 0.6, seed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transitions_flow_weights_return_and_shutdown_is_clean() {
     let run_dir = tempfile::tempdir().unwrap();
-    let replay = ReplayConfig {
-        capacity: 5000,
-        min_size: 200,
-        alpha: 0.6,
-        seed: 1,
-    };
+    let replay = replay_config(5000, 200, 1);
     let s = start(replay, 100, run_dir.path()).await;
     let actor_stats: Vec<Arc<ActorStats>> =
         (0..2).map(|_| Arc::new(ActorStats::default())).collect();
     let actors: Vec<_> = (0..2)
         .map(|i| {
             tokio::spawn(apex_actor::run(
-                actor_config(&s, i, 2, 3, 3000, 1),
+                actor_config(&s, i, 2, 3, 3000, 1, Codec::Lz4),
                 s.shutdown.clone(),
                 actor_stats[i].clone(),
             ))
@@ -174,11 +182,12 @@ async fn transitions_flow_weights_return_and_shutdown_is_clean() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(batch.obs.len(), 256 * 50);
+    let (all_obs, all_next) = apex_proto::sample_frames::observations(&batch).unwrap();
+    assert_eq!(all_obs.len(), 256 * 50);
     for i in 0..256 {
         let (obs, next) = (
-            &batch.obs[i * 50..(i + 1) * 50],
-            &batch.next_obs[i * 50..(i + 1) * 50],
+            &all_obs[i * 50..(i + 1) * 50],
+            &all_next[i * 50..(i + 1) * 50],
         );
         assert!(obs.iter().chain(next).all(|&p| p == 0 || p == 255));
         let ball_row = |o: &[u8]| o[..45].iter().position(|&p| p == 255).map(|at| at / 5);
@@ -232,18 +241,13 @@ fn catch_rate(path: &std::path::Path, episodes: usize) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_pipeline_learns_catch() {
     let run_dir = tempfile::tempdir().unwrap();
-    let replay = ReplayConfig {
-        capacity: 50_000,
-        min_size: 500,
-        alpha: 0.6,
-        seed: 2,
-    };
+    let replay = replay_config(50_000, 500, 2);
     let s = start(replay, 6000, run_dir.path()).await;
     // The budget: 50,000 environment steps over 2 actors of 4 environments.
     let actors: Vec<_> = (0..2)
         .map(|i| {
             tokio::spawn(apex_actor::run(
-                actor_config(&s, i, 2, 4, 25_000, 3),
+                actor_config(&s, i, 2, 4, 25_000, 3, Codec::Zstd),
                 s.shutdown.clone(),
                 Arc::new(ActorStats::default()),
             ))

@@ -20,6 +20,9 @@ pub enum BenchCommand {
     /// Prioritized replay in-process: sampling (batches with importance
     /// weights) and priority updates per second, at each store size.
     Replay(ReplayBenchArgs),
+    /// A replay server process under actor-like writers and a sampler over
+    /// loopback gRPC: inserts/s, samples/s, insert latency, memory per transition.
+    ReplayService(crate::replay_load::ReplayServiceBenchArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +68,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Actor(a) => tokio::runtime::Runtime::new()?.block_on(actor(a)),
         BenchCommand::Replay(a) => replay(a),
+        BenchCommand::ReplayService(a) => {
+            tokio::runtime::Runtime::new()?.block_on(crate::replay_load::run(a))
+        }
         BenchCommand::Env(a) => {
             let config = a.game.config();
             let duration = Duration::from_secs_f64(a.seconds);
@@ -135,12 +141,7 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
     let params_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let replay_addr = format!("http://{}", replay_listener.local_addr()?);
     let params_addr = format!("http://{}", params_listener.local_addr()?);
-    let config = apex_replay_server::ReplayConfig {
-        capacity: 20_000,
-        min_size: 1,
-        alpha: 0.6,
-        seed: 0,
-    };
+    let config = apex_replay_server::ReplayConfig::in_memory(20_000, 1, 0.6, 0);
     let replay = tokio::spawn(apex_replay_server::run(
         config,
         replay_listener,
@@ -169,8 +170,12 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
         actor_index: 0,
         actor_count: 1,
         envs: a.envs,
-        epsilon_base: 0.4,
-        epsilon_alpha: 7.0,
+        exploration: apex_actor::policy::Exploration {
+            base: 0.4,
+            alpha: 7.0,
+            start: 1.0,
+            decay_steps: 0,
+        },
         n_step: 3,
         gamma: 0.99,
         send_batch: 64,
@@ -178,6 +183,7 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
         weights_refresh_steps: 100,
         max_env_steps: None,
         seed: 0,
+        codec: apex_proto::v1::Codec::Lz4,
     };
     let actor = tokio::spawn(apex_actor::run(config, shutdown.clone(), stats.clone()));
     // Measure from a warm-up second after the first step (making emulators takes a while).
@@ -201,27 +207,36 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
 }
 
 fn replay(a: ReplayBenchArgs) -> Result<()> {
-    use apex_replay_server::store::{Item, Store};
+    use apex_replay_server::frame::new_frame;
+    use apex_replay_server::shard::Item;
+    use apex_replay_server::store::{NewItem, Store, StoreConfig};
     use rand::{Rng, SeedableRng};
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let duration = Duration::from_secs_f64(a.seconds);
     for &n in &a.items {
-        let mut store = Store::new(n, 1, 0.6, 0);
-        // Small observations: this measures the sum tree and the bookkeeping, not copies.
-        let obs = bytes::Bytes::from_static(&[0u8; 4]);
+        // One shard: this measures the sum tree and the bookkeeping against
+        // cpprb's single buffer, not locking or copies.
+        let store = Store::new(StoreConfig {
+            capacity: n,
+            shards: 1,
+            alpha: 0.6,
+            seed: 0,
+        });
+        let frame = new_frame(&[0u8; 4], store.ledger());
         for start in (0..n).step_by(10_000) {
             let items = (start..(start + 10_000).min(n))
-                .map(|i| Item {
-                    obs: obs.clone(),
-                    action: (i % 4) as u32,
-                    reward: 0.0,
-                    discount: 0.99,
-                    next_obs: obs.clone(),
+                .map(|i| NewItem {
+                    item: Item {
+                        frames: vec![frame.clone(), frame.clone()].into(),
+                        action: (i % 4) as u32,
+                        reward: 0.0,
+                        discount: 0.99,
+                    },
                     priority: rng.gen_range(0.01..10.0),
                 })
                 .collect();
-            store.insert(&[4], items)?;
+            store.insert(items);
         }
         let t = std::time::Instant::now();
         let mut batches = 0u64;

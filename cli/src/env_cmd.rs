@@ -16,7 +16,8 @@ pub enum EnvCommand {
     Games,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OnOff {
     On,
     Off,
@@ -28,14 +29,15 @@ impl From<OnOff> for bool {
     }
 }
 
-/// The environment settings shared by every command that makes a game.
-#[derive(Args, Clone)]
+/// The environment settings shared by every command that makes a game ([game]).
+#[derive(Args, Clone, serde::Serialize)]
 pub struct GameArgs {
     /// Any game in `apex env games`, or `catch` (a tiny test environment).
     #[arg(long, env = "APEX_GAME", default_value = "breakout")]
     pub game: String,
     /// v4: no sticky actions, no-op starts, life loss terminal; v5: sticky actions (p=0.25).
     #[arg(long, env = "APEX_PROTOCOL", default_value = "v4")]
+    #[serde(serialize_with = "crate::preset::as_text")]
     pub protocol: Protocol,
     #[arg(long, env = "APEX_SEED", default_value_t = 0)]
     pub seed: u64,
@@ -53,6 +55,7 @@ pub struct GameArgs {
     pub full_action_space: bool,
     /// Folder of <game>.bin ROMs [default: roms/ in the repository].
     #[arg(long, env = "APEX_ROM_DIR")]
+    #[serde(skip)]
     pub rom_dir: Option<PathBuf>,
 }
 

@@ -3,6 +3,8 @@
 mod bench;
 mod doctor;
 mod env_cmd;
+mod preset;
+mod replay_load;
 mod services;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +18,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Hyperparameters: a preset in presets/ (apex-breakout, dqn-nature) or a
+    /// .toml file; flags and APEX_* variables override its values.
+    #[arg(long, global = true, env = "APEX_PRESET", default_value = preset::DEFAULT)]
+    preset: String,
 }
 
 #[derive(Subcommand)]
@@ -40,6 +46,11 @@ enum Command {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Err(e) = preset::apply::<Cli>(&args) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -50,9 +61,9 @@ fn main() {
         .init();
     let runtime = || tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = match cli.command {
-        Command::Local(a) => runtime().block_on(services::local(a)),
+        Command::Local(a) => runtime().block_on(services::local(a, &cli.preset)),
         Command::ReplayServer(a) => runtime().block_on(services::replay_server(a)),
-        Command::Learner(a) => runtime().block_on(services::learner(a)),
+        Command::Learner(a) => runtime().block_on(services::learner(a, &cli.preset)),
         Command::Actor(a) => runtime().block_on(services::actor(a)),
         Command::Env(c) => env_cmd::run(c),
         Command::Bench(c) => bench::run(c),

@@ -8,49 +8,127 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use apex_actor::policy::Exploration;
 use apex_actor::{ActorConfig, ActorStats};
 use apex_env::EnvSpec;
-use apex_learner::dqn::DqnConfig;
+use apex_learner::dqn::{DqnConfig, Optimizer};
 use apex_learner::{LearnerConfig, LearnerStats};
 use apex_model::Arch;
+use apex_proto::v1::Codec;
+use apex_replay_server::limiter::RateLimit;
+use apex_replay_server::store::StoreConfig;
 use apex_replay_server::{Replay, ReplayConfig};
-use clap::Args;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::env_cmd::GameArgs;
+use crate::env_cmd::{GameArgs, OnOff};
+use crate::preset;
 
-/// Replay storage settings.
-#[derive(Args, Clone)]
+/// Replay storage settings ([replay] in a preset).
+#[derive(Args, Clone, Serialize)]
 pub struct StoreArgs {
-    /// Transitions held before the oldest are evicted (an Atari transition is about 56 KB for now).
-    #[arg(long, env = "APEX_REPLAY_CAPACITY", default_value_t = 50_000)]
+    /// Transitions held before the oldest are evicted.
+    #[arg(long, env = "APEX_REPLAY_CAPACITY")]
     pub capacity: usize,
     /// Transitions needed before the learner may sample.
-    #[arg(long, env = "APEX_REPLAY_MIN_SIZE", default_value_t = 5_000)]
+    #[arg(long, env = "APEX_REPLAY_MIN_SIZE")]
     pub min_size: usize,
     /// Priority exponent (0: uniform sampling).
-    #[arg(long, env = "APEX_ALPHA", default_value_t = 0.6)]
+    #[arg(long, env = "APEX_ALPHA")]
     pub alpha: f64,
+    /// Shards, each with its own lock: inserts from many actors go on in parallel.
+    #[arg(long, env = "APEX_SHARDS")]
+    pub shards: usize,
+    /// Sampled per inserted transition, held by the rate limiter (0: no ratio).
+    #[arg(long, env = "APEX_SAMPLES_PER_INSERT")]
+    pub samples_per_insert: f64,
+    /// How far (in sampled transitions) sampling and inserting may drift from the ratio.
+    #[arg(long, env = "APEX_ERROR_BUFFER")]
+    pub error_buffer: f64,
 }
 
-/// Learner settings.
+impl StoreArgs {
+    fn replay_config(
+        &self,
+        seed: u64,
+        checkpoint: &CheckpointArgs,
+        dir: Option<PathBuf>,
+    ) -> ReplayConfig {
+        ReplayConfig {
+            store: StoreConfig {
+                capacity: self.capacity,
+                shards: self.shards.max(1),
+                alpha: self.alpha,
+                seed,
+            },
+            limit: RateLimit {
+                min_size: self.min_size,
+                samples_per_insert: (self.samples_per_insert > 0.0)
+                    .then_some(self.samples_per_insert),
+                error_buffer: self.error_buffer,
+            },
+            sample_timeout: Duration::from_secs(10),
+            checkpoint_every: dir.as_ref().and_then(|_| {
+                (checkpoint.checkpoint_every_secs > 0)
+                    .then(|| Duration::from_secs(checkpoint.checkpoint_every_secs))
+            }),
+            checkpoint_dir: dir,
+        }
+    }
+}
+
+/// Replay persistence (where, how often): deployment settings, not in presets.
 #[derive(Args, Clone)]
+pub struct CheckpointArgs {
+    /// Seconds between replay checkpoints (0: only at shutdown).
+    #[arg(long, env = "APEX_REPLAY_CHECKPOINT_EVERY_SECS", default_value_t = 600)]
+    pub checkpoint_every_secs: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    Adam,
+    /// Centred RMSProp, no momentum.
+    Rmsprop,
+}
+
+/// Learner settings ([learner] in a preset).
+#[derive(Args, Clone, Serialize)]
 pub struct TrainArgs {
-    #[arg(long, env = "APEX_BATCH_SIZE", default_value_t = 32)]
+    #[arg(long, env = "APEX_BATCH_SIZE")]
     pub batch_size: usize,
-    #[arg(long, env = "APEX_LEARNING_RATE", default_value_t = 1e-4)]
+    #[arg(long, env = "APEX_OPTIMIZER")]
+    pub optimizer: OptimizerName,
+    #[arg(long, env = "APEX_LEARNING_RATE")]
     pub learning_rate: f64,
-    #[arg(long, env = "APEX_ADAM_EPS", default_value_t = 1.5e-4)]
-    pub adam_eps: f64,
-    #[arg(long, env = "APEX_MAX_GRAD_NORM", default_value_t = 40.0)]
+    /// Epsilon of Adam or RMSProp.
+    #[arg(long, env = "APEX_OPTIMIZER_EPS")]
+    pub optimizer_eps: f64,
+    /// RMSProp's moving-average decay.
+    #[arg(long, env = "APEX_RMSPROP_DECAY")]
+    pub rmsprop_decay: f64,
+    #[arg(long, env = "APEX_MAX_GRAD_NORM")]
     pub max_grad_norm: f64,
-    #[arg(long, env = "APEX_TARGET_UPDATE_EVERY", default_value_t = 2_500)]
+    #[arg(long, env = "APEX_TARGET_UPDATE_EVERY")]
     pub target_update_every: u64,
+    /// Double-DQN targets (off: the target network's max).
+    #[arg(long, env = "APEX_DOUBLE")]
+    pub double: OnOff,
+    /// Importance-sampling exponent at the start, annealed linearly to --beta-end.
+    #[arg(long, env = "APEX_BETA_START")]
+    pub beta_start: f64,
+    #[arg(long, env = "APEX_BETA_END")]
+    pub beta_end: f64,
+    /// Updates over which beta goes from start to end.
+    #[arg(long, env = "APEX_BETA_ANNEAL_UPDATES")]
+    pub beta_anneal_updates: u64,
     /// Updates between weight publications.
-    #[arg(long, env = "APEX_PUBLISH_EVERY", default_value_t = 25)]
+    #[arg(long, env = "APEX_PUBLISH_EVERY")]
     pub publish_every: u64,
-    #[arg(long, env = "APEX_CHECKPOINT_EVERY", default_value_t = 5_000)]
+    #[arg(long, env = "APEX_CHECKPOINT_EVERY")]
     pub checkpoint_every: u64,
     /// Stop after this many updates.
     #[arg(long, env = "APEX_MAX_UPDATES")]
@@ -58,49 +136,111 @@ pub struct TrainArgs {
     /// Train on CUDA when available.
     #[arg(long, env = "APEX_CUDA")]
     pub cuda: bool,
-    /// Importance-sampling exponent at the start, annealed linearly to --beta-end.
-    #[arg(long, env = "APEX_BETA_START", default_value_t = 0.4)]
-    pub beta_start: f64,
-    #[arg(long, env = "APEX_BETA_END", default_value_t = 1.0)]
-    pub beta_end: f64,
-    /// Updates over which beta goes from start to end.
-    #[arg(long, env = "APEX_BETA_ANNEAL_UPDATES", default_value_t = 1_000_000)]
-    pub beta_anneal_updates: u64,
 }
 
-/// Actor settings.
-#[derive(Args, Clone)]
+impl TrainArgs {
+    fn dqn(&self) -> DqnConfig {
+        DqnConfig {
+            optimizer: match self.optimizer {
+                OptimizerName::Adam => Optimizer::Adam {
+                    eps: self.optimizer_eps,
+                },
+                OptimizerName::Rmsprop => Optimizer::CentredRmsProp {
+                    decay: self.rmsprop_decay,
+                    eps: self.optimizer_eps,
+                },
+            },
+            learning_rate: self.learning_rate,
+            max_grad_norm: self.max_grad_norm,
+            target_update_every: self.target_update_every,
+            double: self.double.into(),
+        }
+    }
+}
+
+/// Actor settings ([actor] in a preset).
+#[derive(Args, Clone, Serialize)]
 pub struct ActArgs {
     /// Environments stepped together by one actor (one batched forward pass).
-    #[arg(long, env = "APEX_ENVS", default_value_t = 8)]
+    #[arg(long, env = "APEX_ENVS")]
     pub envs: usize,
-    #[arg(long, env = "APEX_N_STEP", default_value_t = 3)]
+    #[arg(long, env = "APEX_N_STEP")]
     pub n_step: usize,
-    #[arg(long, env = "APEX_GAMMA", default_value_t = 0.99)]
+    #[arg(long, env = "APEX_GAMMA")]
     pub gamma: f32,
-    #[arg(long, env = "APEX_EPSILON_BASE", default_value_t = 0.4)]
+    /// Environment i of N explores with base^(1 + alpha i / (N - 1)).
+    #[arg(long, env = "APEX_EPSILON_BASE")]
     pub epsilon_base: f64,
-    #[arg(long, env = "APEX_EPSILON_ALPHA", default_value_t = 7.0)]
+    #[arg(long, env = "APEX_EPSILON_ALPHA")]
     pub epsilon_alpha: f64,
+    /// Epsilon at the first step, decayed linearly to the ladder's value.
+    #[arg(long, env = "APEX_EPSILON_START")]
+    pub epsilon_start: f64,
+    /// Steps of each environment over which epsilon decays (0: none).
+    #[arg(long, env = "APEX_EPSILON_DECAY_STEPS")]
+    pub epsilon_decay_steps: u64,
     /// Transitions per insert request.
-    #[arg(long, env = "APEX_SEND_BATCH", default_value_t = 64)]
+    #[arg(long, env = "APEX_SEND_BATCH")]
     pub send_batch: usize,
-    #[arg(long, env = "APEX_MAX_IN_FLIGHT", default_value_t = 4)]
+    #[arg(long, env = "APEX_MAX_IN_FLIGHT")]
     pub max_in_flight: usize,
     /// Steps of each environment between weight refreshes (100 = 400 Atari frames).
-    #[arg(long, env = "APEX_WEIGHTS_REFRESH_STEPS", default_value_t = 100)]
+    #[arg(long, env = "APEX_WEIGHTS_REFRESH_STEPS")]
     pub weights_refresh_steps: u64,
     /// Stop each actor after this many agent steps.
     #[arg(long, env = "APEX_MAX_ENV_STEPS")]
     pub max_env_steps: Option<u64>,
+    /// How actors compress frames for the replay.
+    #[arg(long, env = "APEX_FRAME_CODEC")]
+    pub frame_codec: CodecName,
 }
 
-/// Network settings both the learner and the actors must agree on.
-#[derive(Args, Clone)]
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    None,
+    Lz4,
+    Zstd,
+}
+
+impl From<CodecName> for Codec {
+    fn from(c: CodecName) -> Codec {
+        match c {
+            CodecName::None => Codec::None,
+            CodecName::Lz4 => Codec::Lz4,
+            CodecName::Zstd => Codec::Zstd,
+        }
+    }
+}
+
+/// Network settings both the learner and the actors must agree on ([net]).
+#[derive(Args, Clone, Serialize)]
 pub struct NetArgs {
     /// Dueling value and advantage heads.
-    #[arg(long, env = "APEX_DUELING", default_value = "on")]
-    pub dueling: crate::env_cmd::OnOff,
+    #[arg(long, env = "APEX_DUELING")]
+    pub dueling: OnOff,
+}
+
+/// `apex local`'s own settings ([local]).
+#[derive(Args, Clone, Serialize)]
+pub struct LocalSettings {
+    /// Actor loops, each with its own environments and batched forward pass.
+    #[arg(long, env = "APEX_ACTORS")]
+    pub actors: usize,
+}
+
+/// What a run resolved, sections as in a preset file.
+#[derive(Serialize)]
+struct Resolved<'a> {
+    game: &'a GameArgs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local: Option<&'a LocalSettings>,
+    net: &'a NetArgs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay: Option<&'a StoreArgs>,
+    learner: &'a TrainArgs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<&'a ActArgs>,
 }
 
 fn arch(spec: &EnvSpec) -> Arch {
@@ -125,12 +265,7 @@ fn learner_config(
         num_actions,
         arch: arch(&spec),
         dueling: net.dueling.into(),
-        dqn: DqnConfig {
-            learning_rate: t.learning_rate,
-            adam_eps: t.adam_eps,
-            max_grad_norm: t.max_grad_norm,
-            target_update_every: t.target_update_every,
-        },
+        dqn: t.dqn(),
         batch_size: t.batch_size,
         publish_every: t.publish_every,
         checkpoint_every: t.checkpoint_every,
@@ -163,8 +298,12 @@ fn actor_config(
         actor_index: index,
         actor_count: count,
         envs: a.envs,
-        epsilon_base: a.epsilon_base,
-        epsilon_alpha: a.epsilon_alpha,
+        exploration: Exploration {
+            base: a.epsilon_base,
+            alpha: a.epsilon_alpha,
+            start: a.epsilon_start,
+            decay_steps: a.epsilon_decay_steps,
+        },
         n_step: a.n_step,
         gamma: a.gamma,
         send_batch: a.send_batch,
@@ -172,6 +311,7 @@ fn actor_config(
         weights_refresh_steps: a.weights_refresh_steps,
         max_env_steps: a.max_env_steps,
         seed: game.seed,
+        codec: a.frame_codec.into(),
     }
 }
 
@@ -208,6 +348,11 @@ pub struct ReplayArgs {
     listen: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
+    /// Checkpoints go here, and the newest is restored from here at start.
+    #[arg(long, env = "APEX_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    #[command(flatten)]
+    checkpoint: CheckpointArgs,
     /// Serve Prometheus metrics here.
     #[arg(long, env = "APEX_METRICS_ADDR", default_value = "0.0.0.0:9100")]
     metrics_addr: Option<SocketAddr>,
@@ -221,12 +366,9 @@ pub async fn replay_server(a: ReplayArgs) -> Result<()> {
     cancel_on_signals(shutdown.clone());
     let listener = bind(a.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "replay server listening");
-    let config = ReplayConfig {
-        capacity: a.store.capacity,
-        min_size: a.store.min_size,
-        alpha: a.store.alpha,
-        seed: a.seed,
-    };
+    let config = a
+        .store
+        .replay_config(a.seed, &a.checkpoint, a.checkpoint_dir.clone());
     apex_replay_server::run(config, listener, shutdown.cancelled_owned()).await?;
     Ok(())
 }
@@ -251,8 +393,17 @@ pub struct LearnerArgs {
     metrics_addr: Option<SocketAddr>,
 }
 
-pub async fn learner(a: LearnerArgs) -> Result<()> {
+pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
     serve_metrics(a.metrics_addr)?;
+    let resolved = Resolved {
+        game: &a.game,
+        local: None,
+        net: &a.net,
+        replay: None,
+        learner: &a.train,
+        actor: None,
+    };
+    preset::write_resolved(&a.run_dir, preset, &resolved)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let config = learner_config(&a.game, &a.net, &a.train, a.replay, Some(a.run_dir))?;
@@ -326,9 +477,8 @@ pub async fn actor(a: ActorArgs) -> Result<()> {
 pub struct LocalArgs {
     #[command(flatten)]
     game: GameArgs,
-    /// Actor processes' worth of environments, each with its own batched forward pass.
-    #[arg(long, env = "APEX_ACTORS", default_value_t = 2)]
-    actors: usize,
+    #[command(flatten)]
+    local: LocalSettings,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -337,6 +487,8 @@ pub struct LocalArgs {
     train: TrainArgs,
     #[command(flatten)]
     act: ActArgs,
+    #[command(flatten)]
+    checkpoint: CheckpointArgs,
     /// Checkpoints go here [default: runs/<game>-<time>].
     #[arg(long, env = "APEX_RUN_DIR")]
     run_dir: Option<PathBuf>,
@@ -348,8 +500,9 @@ pub struct LocalArgs {
 }
 
 /// Everything in this process, wired over loopback gRPC.
-pub async fn local(a: LocalArgs) -> Result<()> {
-    anyhow::ensure!(a.actors > 0, "--actors must be at least 1");
+pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
+    let actors = a.local.actors;
+    anyhow::ensure!(actors > 0, "--actors must be at least 1");
     let spec = a.game.spec();
     spec.probe()?; // a missing ROM fails here, before anything starts
     serve_metrics(a.metrics_addr)?;
@@ -360,6 +513,15 @@ pub async fn local(a: LocalArgs) -> Result<()> {
             .unwrap_or(0);
         PathBuf::from(format!("runs/{}-{secs}", spec.name()))
     });
+    let resolved = Resolved {
+        game: &a.game,
+        local: Some(&a.local),
+        net: &a.net,
+        replay: Some(&a.store),
+        learner: &a.train,
+        actor: Some(&a.act),
+    };
+    preset::write_resolved(&run_dir, preset, &resolved)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
 
@@ -367,12 +529,12 @@ pub async fn local(a: LocalArgs) -> Result<()> {
     let learner_listener = bind("127.0.0.1:0".parse()?).await?;
     let replay_addr = format!("http://{}", replay_listener.local_addr()?);
     let learner_addr = format!("http://{}", learner_listener.local_addr()?);
-    let replay = Replay::new(&ReplayConfig {
-        capacity: a.store.capacity,
-        min_size: a.store.min_size,
-        alpha: a.store.alpha,
-        seed: a.game.seed,
-    });
+    // The replay persists in the run folder: resuming a run keeps its data.
+    let replay = Replay::open(&a.store.replay_config(
+        a.game.seed,
+        &a.checkpoint,
+        Some(run_dir.join("replay")),
+    ))?;
     let replay_task = tokio::spawn(
         replay
             .clone()
@@ -391,7 +553,7 @@ pub async fn local(a: LocalArgs) -> Result<()> {
         shutdown.clone(),
         learner_stats.clone(),
     ));
-    let actor_stats: Vec<Arc<ActorStats>> = (0..a.actors)
+    let actor_stats: Vec<Arc<ActorStats>> = (0..actors)
         .map(|_| Arc::new(ActorStats::default()))
         .collect();
     let actor_tasks: Vec<_> = actor_stats
@@ -403,7 +565,7 @@ pub async fn local(a: LocalArgs) -> Result<()> {
                 &a.net,
                 &a.act,
                 i,
-                a.actors,
+                actors,
                 replay_addr.clone(),
                 learner_addr.clone(),
             );
@@ -413,7 +575,7 @@ pub async fn local(a: LocalArgs) -> Result<()> {
     println!(
         "apex local: {} ({} actors x {} envs), replay {replay_addr}, learner {learner_addr}, run dir {}{}",
         spec.name(),
-        a.actors,
+        actors,
         a.act.envs,
         run_dir.display(),
         a.metrics_addr.map(|m| format!(", metrics http://{m}/metrics")).unwrap_or_default()

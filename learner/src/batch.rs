@@ -12,6 +12,8 @@ pub enum BatchError {
     },
     #[error("sampled batch is inconsistent: {0}")]
     Inconsistent(String),
+    #[error("sampled batch's frames: {0}")]
+    Frames(#[from] apex_proto::sample_frames::SampleFramesError),
     #[error("action {action} is out of range for {actions} actions")]
     Action { action: u32, actions: usize },
 }
@@ -49,21 +51,18 @@ impl Batch {
             });
         }
         let n = r.ids.len();
-        let per: usize = obs_shape.iter().product();
         let lengths = [
             r.weights.len(),
             r.actions.len(),
             r.rewards.len(),
             r.discounts.len(),
         ];
-        if lengths.iter().any(|&l| l != n) || r.obs.len() != n * per || r.next_obs.len() != n * per
-        {
+        if lengths.iter().any(|&l| l != n) {
             return Err(BatchError::Inconsistent(format!(
-                "{n} ids, [weights, actions, rewards, discounts] lengths {lengths:?}, {} and {} observation bytes for {per} per observation",
-                r.obs.len(),
-                r.next_obs.len()
+                "{n} ids but [weights, actions, rewards, discounts] lengths {lengths:?}"
             )));
         }
+        let (obs, next_obs) = apex_proto::sample_frames::observations(&r)?;
         if let Some(&action) = r.actions.iter().find(|&&a| a as usize >= actions) {
             return Err(BatchError::Action { action, actions });
         }
@@ -76,8 +75,8 @@ impl Batch {
         };
         let actions: Vec<i64> = r.actions.iter().map(|&a| a as i64).collect();
         Ok(Batch {
-            obs: images(&r.obs),
-            next_obs: images(&r.next_obs),
+            obs: images(&obs),
+            next_obs: images(&next_obs),
             actions: Tensor::from_slice(&actions).to_device(device),
             rewards: Tensor::from_slice(&r.rewards).to_device(device),
             discounts: Tensor::from_slice(&r.discounts).to_device(device),
@@ -92,15 +91,22 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use apex_proto::v1::Shape;
+    use apex_proto::v1::{Codec, Frame, Shape};
 
+    /// `n` transitions from frame 0 (all 7s) to frame 1 (all 8s).
     fn response(n: usize) -> SampleResponse {
+        let frame = |id: u64, v: u8| Frame {
+            id,
+            data: Codec::Lz4.encode(&[v; 4]).into(),
+        };
         SampleResponse {
             obs_shape: Some(Shape::of(&[1, 2, 2])),
+            codec: Codec::Lz4 as i32,
             ids: (0..n as u64).collect(),
             weights: vec![1.0; n],
-            obs: vec![7u8; 4 * n].into(),
-            next_obs: vec![8u8; 4 * n].into(),
+            frames: vec![frame(0, 7), frame(1, 8)],
+            obs_frames: vec![0; n],
+            next_obs_frames: vec![1; n],
             actions: vec![1; n],
             rewards: vec![0.5; n],
             discounts: vec![0.99; n],
@@ -113,6 +119,7 @@ mod tests {
         assert_eq!(b.obs.size(), vec![3, 1, 2, 2]);
         assert_eq!(b.obs.kind(), Kind::Uint8);
         assert_eq!(b.actions.kind(), Kind::Int64);
+        assert_eq!(b.obs.int64_value(&[2, 0, 1, 1]), 7);
         assert_eq!(b.next_obs.int64_value(&[2, 0, 1, 1]), 8);
     }
 
@@ -127,6 +134,12 @@ mod tests {
         assert!(matches!(
             Batch::from_response(r, &[1, 2, 2], 2, Device::Cpu),
             Err(BatchError::Inconsistent(_))
+        ));
+        let mut r = response(3);
+        r.obs_frames[1] = 5;
+        assert!(matches!(
+            Batch::from_response(r, &[1, 2, 2], 2, Device::Cpu),
+            Err(BatchError::Frames(_))
         ));
         assert!(matches!(
             Batch::from_response(response(3), &[1, 2, 2], 1, Device::Cpu),

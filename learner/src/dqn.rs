@@ -1,5 +1,6 @@
 //! The DQN update: double-DQN targets from a target network, Huber loss
-//! weighted by importance weights, Adam, gradient-norm clipping.
+//! weighted by importance weights, Adam or centred RMSProp, gradient-norm
+//! clipping.
 
 use std::path::Path;
 
@@ -12,11 +13,43 @@ use crate::batch::Batch;
 /// Optimization settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DqnConfig {
+    pub optimizer: Optimizer,
     pub learning_rate: f64,
-    pub adam_eps: f64,
     pub max_grad_norm: f64,
     /// Updates between copies of the online network into the target network.
     pub target_update_every: u64,
+    /// Double-DQN targets (the online network picks the next action, the
+    /// target network values it); off: the target network's max, as in the
+    /// Nature DQN.
+    pub double: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    Adam {
+        eps: f64,
+    },
+    /// Centred RMSProp without momentum (the Nature DQN and Ape-X papers).
+    CentredRmsProp {
+        decay: f64,
+        eps: f64,
+    },
+}
+
+impl Optimizer {
+    fn build(self, vs: &nn::VarStore, lr: f64) -> Result<nn::Optimizer, tch::TchError> {
+        match self {
+            Optimizer::Adam { eps } => nn::Adam::default().eps(eps).build(vs, lr),
+            Optimizer::CentredRmsProp { decay, eps } => nn::RmsProp {
+                alpha: decay,
+                eps,
+                wd: 0.0,
+                momentum: 0.0,
+                centered: true,
+            }
+            .build(vs, lr),
+        }
+    }
 }
 
 pub struct Dqn {
@@ -46,9 +79,7 @@ impl Dqn {
         let target = QNet::new(&target_vs.root(), net);
         target_vs.copy(&online_vs)?;
         target_vs.freeze();
-        let optimizer = nn::Adam::default()
-            .eps(config.adam_eps)
-            .build(&online_vs, config.learning_rate)?;
+        let optimizer = config.optimizer.build(&online_vs, config.learning_rate)?;
         Ok(Dqn {
             online_vs,
             online,
@@ -74,13 +105,13 @@ impl Dqn {
             .gather(1, &b.actions.unsqueeze(1), false)
             .squeeze_dim(1);
         let target = tch::no_grad(|| {
-            // Double DQN: the online network picks, the target network values.
-            let best = self.online.q_values(&b.next_obs).argmax(1, true);
-            let next = self
-                .target
-                .q_values(&b.next_obs)
-                .gather(1, &best, false)
-                .squeeze_dim(1);
+            let next_q = self.target.q_values(&b.next_obs);
+            let next = if self.config.double {
+                let best = self.online.q_values(&b.next_obs).argmax(1, true);
+                next_q.gather(1, &best, false).squeeze_dim(1)
+            } else {
+                next_q.max_dim(1, false).0
+            };
             &b.rewards + &b.discounts * next
         });
         let per_item = q.huber_loss(&target, Reduction::None, 1.0);
@@ -135,12 +166,23 @@ mod tests {
     use apex_model::Arch;
     use tch::Tensor;
 
+    /// libtorch's generator is global: tests that seed it take turns, so
+    /// each starts from its own seed whatever runs beside it.
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
+        let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed);
+        guard
+    }
+
     fn config() -> DqnConfig {
         DqnConfig {
+            optimizer: Optimizer::Adam { eps: 1e-8 },
             learning_rate: 1e-2,
-            adam_eps: 1e-8,
             max_grad_norm: 10.0,
             target_update_every: 1,
+            double: true,
         }
     }
 
@@ -161,7 +203,7 @@ mod tests {
 
     #[test]
     fn q_converges_to_the_reward_at_terminals() {
-        tch::manual_seed(1);
+        let _rng = seeded(1);
         let net = QNetConfig::new(Arch::Mlp { hidden: 16 }, &[1, 2, 2], 2, true);
         let mut dqn = Dqn::new(net, config(), Device::Cpu).unwrap();
         let b = batch(0.75, 0.0);
@@ -184,7 +226,7 @@ mod tests {
     #[test]
     fn a_self_loop_bootstraps_to_the_discounted_sum() {
         // next_obs == obs with discount 0.5 and reward 1: Q = 1 / (1 - 0.5) = 2.
-        tch::manual_seed(2);
+        let _rng = seeded(2);
         let net = QNetConfig::new(Arch::Mlp { hidden: 16 }, &[1, 2, 2], 2, false);
         let mut dqn = Dqn::new(net, config(), Device::Cpu).unwrap();
         let b = batch(1.0, 0.5);
@@ -196,7 +238,30 @@ mod tests {
     }
 
     #[test]
+    fn centred_rmsprop_and_single_dqn_targets_converge_too() {
+        let _rng = seeded(3);
+        let net = QNetConfig::new(Arch::Mlp { hidden: 16 }, &[1, 2, 2], 2, false);
+        let config = DqnConfig {
+            optimizer: Optimizer::CentredRmsProp {
+                decay: 0.95,
+                eps: 1e-5,
+            },
+            learning_rate: 1e-3,
+            double: false,
+            ..config()
+        };
+        let mut dqn = Dqn::new(net, config, Device::Cpu).unwrap();
+        let b = batch(1.0, 0.5);
+        let mut last = dqn.update(&b);
+        for _ in 0..2000 {
+            last = dqn.update(&b);
+        }
+        assert!((last.mean_q - 2.0).abs() < 0.1, "Q = {}", last.mean_q);
+    }
+
+    #[test]
     fn checkpoints_round_trip() {
+        let _rng = seeded(4);
         let dir = std::env::temp_dir().join(format!("apex-dqn-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let net = QNetConfig::new(Arch::Mlp { hidden: 8 }, &[1, 2, 2], 2, true);

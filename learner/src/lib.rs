@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use apex_model::{Arch, QNetConfig};
 use apex_proto::v1::parameters_server::ParametersServer;
 use apex_proto::v1::replay_client::ReplayClient;
-use apex_proto::v1::{SampleRequest, SampleResponse, UpdatePrioritiesRequest};
+use apex_proto::v1::{SampleRequest, UpdatePrioritiesRequest};
 use apex_proto::MAX_MESSAGE_BYTES;
+use tch::Device;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -166,6 +167,7 @@ pub async fn run(
         let prefetcher = tokio::spawn(prefetch(
             client.clone(),
             config.clone(),
+            dqn.device(),
             stats.clone(),
             batch_tx,
             stop.clone(),
@@ -210,7 +212,7 @@ pub async fn run(
 fn train(
     dqn: &mut Dqn,
     config: &LearnerConfig,
-    mut batches: mpsc::Receiver<Result<SampleResponse, tonic::Status>>,
+    mut batches: mpsc::Receiver<Result<Batch, LearnerError>>,
     priorities: mpsc::Sender<UpdatePrioritiesRequest>,
     published: &Published,
     stats: &LearnerStats,
@@ -232,23 +234,11 @@ fn train(
             break;
         }
         let waited = Instant::now();
-        let response = match batches.blocking_recv() {
-            Some(Ok(r)) => r,
-            Some(Err(status)) => {
-                return Err(LearnerError::Replay {
-                    addr: config.replay_addr.clone(),
-                    status,
-                })
-            }
+        let batch = match batches.blocking_recv() {
+            Some(b) => b?,
             None => break,
         };
         ::metrics::histogram!(metrics::DATA_WAIT).record(waited.elapsed().as_secs_f64());
-        let batch = Batch::from_response(
-            response,
-            &config.obs_shape,
-            config.num_actions,
-            dqn.device(),
-        )?;
         let update = dqn.update(&batch);
         let updates = dqn.updates();
         stats.updates.store(updates, Ordering::Relaxed);
@@ -282,12 +272,14 @@ fn train(
     save(dqn)
 }
 
-/// Keeps `prefetch` batches ready so the training loop does not wait on the network.
+/// Keeps `prefetch` batches ready, decoded into tensors on `device`, so the
+/// training loop waits neither on the network nor on decompression.
 async fn prefetch(
     mut client: ReplayClient<Channel>,
     config: LearnerConfig,
+    device: Device,
     stats: Arc<LearnerStats>,
-    out: mpsc::Sender<Result<SampleResponse, tonic::Status>>,
+    out: mpsc::Sender<Result<Batch, LearnerError>>,
     stop: CancellationToken,
 ) {
     loop {
@@ -300,7 +292,16 @@ async fn prefetch(
             r = client.sample(request) => r,
         };
         let item = match r {
-            Ok(response) => Ok(response.into_inner()),
+            Ok(response) => {
+                let (shape, actions) = (config.obs_shape.clone(), config.num_actions);
+                let response = response.into_inner();
+                tokio::task::spawn_blocking(move || {
+                    Batch::from_response(response, &shape, actions, device)
+                })
+                .await
+                .expect("batch decoding does not panic")
+                .map_err(LearnerError::from)
+            }
             // Too little data yet, or the server restarting: wait and retry.
             Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::Unavailable) => {
                 tokio::select! {
@@ -310,7 +311,10 @@ async fn prefetch(
             }
             Err(s) => {
                 apex_telemetry::grpc_error("Sample", &s);
-                Err(s)
+                Err(LearnerError::Replay {
+                    addr: config.replay_addr.clone(),
+                    status: s,
+                })
             }
         };
         let failed = item.is_err();

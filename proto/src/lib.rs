@@ -2,9 +2,18 @@
 //! (`apex.v1`), generated from `proto/apex/v1/apex.proto`, with the message
 //! size limit every endpoint uses and the client's connect-and-retry.
 
+pub mod codec;
+pub mod frame_stream;
+pub mod sample_frames;
+
 pub mod v1 {
     tonic::include_proto!("apex.v1");
 }
+
+/// A transition may refer to any of the last this-many frames its insert
+/// stream sent; the replay server forgets older ones unless a stored
+/// transition holds them. An actor needs about envs x (channels + n + 2).
+pub const STREAM_FRAME_WINDOW: u64 = 16_384;
 
 /// Batches of Atari transitions (28 KB per observation) and the weights
 /// exceed tonic's 4 MiB default; every client and server raises it to this.

@@ -1,82 +1,306 @@
-//! The replay server: a bounded, prioritized store of transitions that
-//! actors stream into and the learner samples from, over gRPC (`apex.v1.Replay`). It never
-//! links libtorch.
+//! The replay server: a sharded, prioritized, rate-limited and persistent
+//! store of transitions that actors stream into and the learner samples
+//! from, over gRPC (`apex.v1.Replay`). Frames arrive compressed by the
+//! actors, are stored once however many transitions share them, and leave
+//! as they came. It never links libtorch.
 
+pub mod checkpoint;
+pub mod frame;
+pub mod limiter;
 mod metrics;
 pub mod service;
+pub mod shard;
 pub mod store;
+pub mod stream;
 pub mod sum_tree;
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use apex_proto::v1::replay_server::ReplayServer;
 use apex_proto::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-pub use service::ReplayService;
-pub use store::Store;
+use crate::checkpoint::CheckpointError;
+use crate::limiter::{RateLimit, RateLimiter};
+pub use crate::service::ReplayService;
+use crate::store::{Contents, Store, StoreConfig};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayConfig {
-    /// Transitions held before the oldest are evicted.
-    pub capacity: usize,
-    /// Sampling is refused below this many transitions.
-    pub min_size: usize,
-    /// Priority exponent: items are drawn with probability p^alpha / sum p^alpha; 0 is uniform.
-    pub alpha: f64,
-    pub seed: u64,
+    pub store: StoreConfig,
+    pub limit: RateLimit,
+    /// How long a Sample call waits on the rate limiter before it fails
+    /// with FAILED_PRECONDITION (the learner then asks again).
+    pub sample_timeout: Duration,
+    /// Where checkpoints go and are restored from; none: nothing persists.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Time between periodic checkpoints (one is also written at shutdown).
+    pub checkpoint_every: Option<Duration>,
 }
 
-/// A running replay's shared state, for in-process progress reports.
+impl ReplayConfig {
+    /// In memory only, four shards, no samples-per-insert ratio: for tests
+    /// and benchmarks.
+    pub fn in_memory(capacity: usize, min_size: usize, alpha: f64, seed: u64) -> Self {
+        ReplayConfig {
+            store: StoreConfig {
+                capacity,
+                shards: 4,
+                alpha,
+                seed,
+            },
+            limit: RateLimit {
+                min_size,
+                samples_per_insert: None,
+                error_buffer: 0.0,
+            },
+            sample_timeout: Duration::from_secs(1),
+            checkpoint_dir: None,
+            checkpoint_every: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("checkpoint {path} was written with alpha {found}, this server runs with alpha {configured}: start with --alpha {found}, or move the checkpoint away to start empty")]
+    AlphaMismatch {
+        path: PathBuf,
+        found: f64,
+        configured: f64,
+    },
+    #[error("cannot serve gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// What `checkpoint` wrote.
+#[derive(Debug, Clone)]
+pub struct CheckpointReport {
+    pub path: PathBuf,
+    pub transitions: usize,
+    pub bytes: u64,
+    pub took: Duration,
+}
+
+struct Inner {
+    store: Store,
+    limiter: RateLimiter,
+    config: ReplayConfig,
+    /// One checkpoint at a time.
+    checkpointing: tokio::sync::Mutex<()>,
+    checkpoints: AtomicU64,
+}
+
+/// A replay's shared state: cheap to clone, served by [`Replay::serve`].
 #[derive(Clone)]
 pub struct Replay {
-    store: Arc<Mutex<Store>>,
+    inner: Arc<Inner>,
 }
 
 impl Replay {
+    /// A replay with nothing in it (no restore even with a checkpoint folder).
     pub fn new(config: &ReplayConfig) -> Self {
-        ::metrics::gauge!(metrics::CAPACITY).set(config.capacity as f64);
+        Replay::with_store(config, Store::new(config.store.clone()))
+    }
+
+    fn with_store(config: &ReplayConfig, store: Store) -> Self {
         metrics::describe();
-        Replay {
-            store: Arc::new(Mutex::new(Store::new(
-                config.capacity,
-                config.min_size,
-                config.alpha,
-                config.seed,
-            ))),
+        ::metrics::gauge!(metrics::CAPACITY).set(config.store.capacity as f64);
+        let c = store.counters();
+        let limiter = RateLimiter::new(config.limit, c.inserted_total, c.sampled_total);
+        let replay = Replay {
+            inner: Arc::new(Inner {
+                store,
+                limiter,
+                config: config.clone(),
+                checkpointing: tokio::sync::Mutex::new(()),
+                checkpoints: AtomicU64::new(0),
+            }),
+        };
+        replay.report_size();
+        replay
+    }
+
+    /// Opens the replay, restoring the newest readable checkpoint in the
+    /// checkpoint folder. A damaged checkpoint is moved aside (`.corrupt-*`)
+    /// and the one before it used, so a bad file never stops the server from
+    /// starting again and again; both damaged means starting empty.
+    pub fn open(config: &ReplayConfig) -> Result<Self, ReplayError> {
+        let Some(dir) = &config.checkpoint_dir else {
+            return Ok(Replay::new(config));
+        };
+        let ledger_store = Store::new(config.store.clone());
+        for path in [checkpoint::current(dir), checkpoint::previous(dir)] {
+            if !path.exists() {
+                continue;
+            }
+            match checkpoint::read(&path, ledger_store.ledger()) {
+                Ok(contents) => {
+                    if contents.alpha != config.store.alpha {
+                        return Err(ReplayError::AlphaMismatch {
+                            path,
+                            found: contents.alpha,
+                            configured: config.store.alpha,
+                        });
+                    }
+                    let held: usize = contents.shards.iter().map(|s| s.items.len()).sum();
+                    tracing::info!(path = %path.display(), transitions = held, "replay restored");
+                    let store = Store::restore(
+                        config.store.clone(),
+                        reshard(contents, config.store.shards),
+                        ledger_store.ledger().clone(),
+                    );
+                    return Ok(Replay::with_store(config, store));
+                }
+                Err(e @ CheckpointError::Corrupt { .. }) => {
+                    let secs = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let aside = path.with_extension(format!("corrupt-{secs}"));
+                    tracing::error!(error = %e, moved_to = %aside.display(), "damaged replay checkpoint moved aside; trying the one before");
+                    std::fs::rename(&path, &aside).map_err(|source| CheckpointError::Write {
+                        path: aside.clone(),
+                        source,
+                    })?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(Replay::new(config))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    pub fn config(&self) -> &ReplayConfig {
+        &self.inner.config
     }
 
     pub fn size(&self) -> usize {
-        self.store.lock().expect("replay store lock poisoned").len()
+        self.inner.store.len()
     }
 
-    /// Serves `apex.v1.Replay` and gRPC health on `listener` until `shutdown`.
+    pub fn checkpoints(&self) -> u64 {
+        self.inner.checkpoints.load(Ordering::Relaxed)
+    }
+
+    fn report_size(&self) {
+        let store = &self.inner.store;
+        let size = store.len();
+        let bytes = store.stored_bytes();
+        ::metrics::gauge!(metrics::SIZE).set(size as f64);
+        ::metrics::gauge!(metrics::STORED_BYTES).set(bytes as f64);
+        ::metrics::gauge!(metrics::BYTES_PER_TRANSITION).set(if size == 0 {
+            0.0
+        } else {
+            bytes as f64 / size as f64
+        });
+    }
+
+    /// Writes a checkpoint of the current contents. Each shard is locked
+    /// only while its item handles are copied; the file is written with no
+    /// lock held, so inserts and sampling go on.
+    pub async fn checkpoint(&self) -> Result<Option<CheckpointReport>, CheckpointError> {
+        let Some(dir) = self.inner.config.checkpoint_dir.clone() else {
+            return Ok(None);
+        };
+        let _one = self.inner.checkpointing.lock().await;
+        let start = Instant::now();
+        let contents = self.inner.store.contents();
+        let transitions = contents.shards.iter().map(|s| s.items.len()).sum();
+        let (path, bytes) = tokio::task::spawn_blocking(move || checkpoint::write(&dir, &contents))
+            .await
+            .expect("the checkpoint writer does not panic")?;
+        let took = start.elapsed();
+        self.inner.checkpoints.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(metrics::CHECKPOINTS).increment(1);
+        ::metrics::histogram!(metrics::CHECKPOINT_SECONDS).record(took.as_secs_f64());
+        tracing::info!(path = %path.display(), transitions, bytes, took_s = took.as_secs_f64(), "replay checkpoint written");
+        Ok(Some(CheckpointReport {
+            path,
+            transitions,
+            bytes,
+            took,
+        }))
+    }
+
+    /// Serves `apex.v1.Replay` and gRPC health on `listener` until
+    /// `shutdown`, checkpointing periodically and once more at the end.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<(), tonic::transport::Error> {
+    ) -> Result<(), ReplayError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ReplayServer<ReplayService>>().await;
-        let service = ReplayServer::new(ReplayService::new(self.store))
+        let service = ReplayServer::new(ReplayService::new(self.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        tonic::transport::Server::builder()
+        let periodic = self.inner.config.checkpoint_every.map(|every| {
+            let replay = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = replay.checkpoint().await {
+                        tracing::error!(error = %e, "periodic replay checkpoint failed");
+                    }
+                }
+            })
+        });
+        let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await
+            .await;
+        if let Some(task) = periodic {
+            task.abort();
+        }
+        self.checkpoint().await?;
+        Ok(served?)
     }
 }
 
-/// Runs a replay server on `listener` until `shutdown`.
+/// Spreads a checkpoint's items over `shards` shards when it was written
+/// with another number (ids change; order within each shard is kept).
+fn reshard(mut contents: Contents, shards: usize) -> Contents {
+    if contents.shards.len() == shards {
+        return contents;
+    }
+    let items: Vec<_> = contents.shards.drain(..).flat_map(|s| s.items).collect();
+    let mut parts: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
+    for (i, it) in items.into_iter().enumerate() {
+        parts[i % shards].push(it);
+    }
+    contents.shards = parts
+        .into_iter()
+        .map(|items| shard::ShardContents {
+            first: 0,
+            next: items.len() as u64,
+            items,
+        })
+        .collect();
+    contents
+}
+
+/// Opens (restoring any checkpoint) and serves a replay on `listener` until `shutdown`.
 pub async fn run(
     config: ReplayConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    Replay::new(&config).serve(listener, shutdown).await
+) -> Result<(), ReplayError> {
+    Replay::open(&config)?.serve(listener, shutdown).await
 }

@@ -6,9 +6,18 @@ pub const SIZE: &str = "apex_replay_size_transitions";
 pub const CAPACITY: &str = "apex_replay_capacity_transitions";
 pub const PRIORITY_UPDATES: &str = "apex_replay_priority_updates_total";
 pub const INSERT_STREAMS: &str = "apex_replay_insert_streams";
+pub const STORED_BYTES: &str = "apex_replay_stored_bytes";
+pub const BYTES_PER_TRANSITION: &str = "apex_replay_bytes_per_transition";
+pub const INSERT_LATENCY: &str = "apex_replay_insert_latency_seconds";
+pub const SAMPLE_LATENCY: &str = "apex_replay_sample_latency_seconds";
+/// Counted in a gauge because metrics counters are integers; it only rises.
+pub const LIMITER_WAIT: &str = "apex_replay_rate_limiter_wait_seconds_total";
+pub const LIMITER_WAITING: &str = "apex_replay_rate_limiter_waiting";
+pub const CHECKPOINTS: &str = "apex_replay_checkpoints_total";
+pub const CHECKPOINT_SECONDS: &str = "apex_replay_checkpoint_duration_seconds";
 
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge, Unit};
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(INSERTED, Unit::Count, "transitions inserted by actors");
     describe_counter!(SAMPLED, Unit::Count, "transitions sampled by the learner");
     describe_gauge!(SIZE, Unit::Count, "transitions held");
@@ -23,4 +32,40 @@ pub fn describe() {
         "priority updates applied, by outcome"
     );
     describe_gauge!(INSERT_STREAMS, Unit::Count, "open actor insert streams");
+    describe_gauge!(
+        STORED_BYTES,
+        Unit::Bytes,
+        "bytes the held transitions and their distinct frames take"
+    );
+    describe_gauge!(
+        BYTES_PER_TRANSITION,
+        Unit::Bytes,
+        "stored bytes per held transition"
+    );
+    describe_histogram!(
+        INSERT_LATENCY,
+        Unit::Seconds,
+        "from an insert batch's arrival to its acknowledgement, rate-limiter wait included"
+    );
+    describe_histogram!(
+        SAMPLE_LATENCY,
+        Unit::Seconds,
+        "from a sample request's arrival to its batch, rate-limiter wait included"
+    );
+    describe_gauge!(
+        LIMITER_WAIT,
+        Unit::Seconds,
+        "time spent waiting on the rate limiter, by side (insert or sample)"
+    );
+    describe_gauge!(
+        LIMITER_WAITING,
+        Unit::Count,
+        "calls waiting on the rate limiter now, by side"
+    );
+    describe_counter!(CHECKPOINTS, Unit::Count, "checkpoints written");
+    describe_histogram!(
+        CHECKPOINT_SECONDS,
+        Unit::Seconds,
+        "time to write a checkpoint (inserts and sampling go on meanwhile)"
+    );
 }

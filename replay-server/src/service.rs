@@ -1,41 +1,40 @@
-//! The `apex.v1.Replay` gRPC service over a shared [`Store`].
+//! The `apex.v1.Replay` gRPC service over a [`Replay`].
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use apex_proto::v1::replay_server::Replay;
+use apex_proto::v1::replay_server::Replay as ReplayRpc;
 use apex_proto::v1::{
-    InfoRequest, InfoResponse, InsertRequest, InsertResponse, SampleRequest, SampleResponse, Shape,
-    UpdatePrioritiesRequest, UpdatePrioritiesResponse,
+    CheckpointRequest, CheckpointResponse, Frame as WireFrame, InfoRequest, InfoResponse,
+    InsertRequest, InsertResponse, SampleRequest, SampleResponse, Shape, UpdatePrioritiesRequest,
+    UpdatePrioritiesResponse,
 };
 use apex_telemetry::grpc_error;
-use bytes::BytesMut;
+use bytes::Bytes;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::frame::FrameData;
+use crate::limiter::Side;
 use crate::metrics as m;
-use crate::store::{Item, Store, StoreError};
+use crate::store::{StoreError, MAX_BATCH};
+use crate::stream::StreamFrames;
+use crate::Replay;
+
+/// An insert waiting on the rate limiter checks again this often for a
+/// vanished client.
+const INSERT_WAIT_SLICE: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct ReplayService {
-    store: Arc<Mutex<Store>>,
+    replay: Replay,
 }
 
 impl ReplayService {
-    pub fn new(store: Arc<Mutex<Store>>) -> Self {
-        ReplayService { store }
-    }
-
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().expect("replay store lock poisoned")
-    }
-}
-
-fn status(e: StoreError) -> Status {
-    match e {
-        StoreError::NotEnough { .. } => Status::failed_precondition(e.to_string()),
-        _ => Status::invalid_argument(e.to_string()),
+    pub fn new(replay: Replay) -> Self {
+        ReplayService { replay }
     }
 }
 
@@ -47,38 +46,43 @@ fn counted<T>(method: &'static str, r: Result<T, Status>) -> Result<T, Status> {
     r
 }
 
-fn insert_batch(store: &Mutex<Store>, req: InsertRequest) -> Result<InsertResponse, Status> {
-    let shape = req.obs_shape.ok_or_else(|| {
-        Status::invalid_argument("obs_shape is missing: send the observation shape")
-    })?;
-    let items: Vec<Item> = req
-        .transitions
-        .into_iter()
-        .map(|t| Item {
-            obs: t.obs,
-            action: t.action,
-            reward: t.reward,
-            discount: t.discount,
-            next_obs: t.next_obs,
-            priority: t.priority,
-        })
-        .collect();
-    let mut store = store.lock().expect("replay store lock poisoned");
-    let inserted = store.insert(&shape.dims(), items).map_err(status)?;
-    let size = store.len();
-    drop(store);
+fn invalid(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+async fn insert_batch(
+    replay: &Replay,
+    frames: &mut StreamFrames,
+    req: InsertRequest,
+) -> Result<InsertResponse, Status> {
+    let start = Instant::now();
+    let layout = StreamFrames::layout(&req).map_err(invalid)?;
+    let store = replay.store();
+    store.check_layout(&layout).map_err(invalid)?;
+    let items = frames
+        .accept(&req, &layout, store.ledger())
+        .map_err(invalid)?;
+    while !replay
+        .limiter()
+        .wait(Side::Insert, || store.len(), INSERT_WAIT_SLICE)
+        .await
+    {}
+    let inserted = store.insert(items);
+    replay.limiter().inserted(inserted);
+    replay.report_size();
     metrics::counter!(m::INSERTED, "actor" => req.actor_id.to_string()).increment(inserted as u64);
-    metrics::gauge!(m::SIZE).set(size as f64);
+    metrics::histogram!(m::INSERT_LATENCY).record(start.elapsed().as_secs_f64());
+    apex_telemetry::grpc_handled("Insert", start);
     Ok(InsertResponse {
         inserted: inserted as u64,
-        size: size as u64,
+        size: store.len() as u64,
     })
 }
 
 type InsertStream = Pin<Box<dyn Stream<Item = Result<InsertResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Replay for ReplayService {
+impl ReplayRpc for ReplayService {
     type InsertStream = InsertStream;
 
     async fn insert(
@@ -88,13 +92,14 @@ impl Replay for ReplayService {
         let mut inbound = request.into_inner();
         // One response slot: a client that stops reading stops our reading too.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let store = self.store.clone();
+        let replay = self.replay.clone();
         tokio::spawn(async move {
             let streams = metrics::gauge!(m::INSERT_STREAMS);
             streams.increment(1.0);
+            let mut frames = StreamFrames::default();
             while let Some(next) = inbound.next().await {
                 let reply = match next {
-                    Ok(req) => counted("Insert", insert_batch(&store, req)),
+                    Ok(req) => counted("Insert", insert_batch(&replay, &mut frames, req).await),
                     Err(s) => {
                         // The actor went away; nothing to answer.
                         tracing::debug!(status = %s, "insert stream ended with an error");
@@ -115,46 +120,84 @@ impl Replay for ReplayService {
         &self,
         request: Request<SampleRequest>,
     ) -> Result<Response<SampleResponse>, Status> {
+        let start = Instant::now();
         let request = request.into_inner();
         let n = request.batch_size as usize;
         if !(0.0..=1.0).contains(&request.beta) {
             let s = Status::invalid_argument(format!("beta {} must be in [0, 1]", request.beta));
             return counted("Sample", Err(s));
         }
-        let (sample, shape) = {
-            let mut store = self.store();
-            let sample = counted(
-                "Sample",
-                store.sample(n, request.beta as f64).map_err(status),
-            )?;
-            (
-                sample,
-                store
-                    .obs_shape()
-                    .expect("a non-empty store has a shape")
-                    .to_vec(),
-            )
-        };
-        // Copy the batch out of the lock.
-        let per = shape.iter().product::<usize>();
-        let mut obs = BytesMut::with_capacity(n * per);
-        let mut next_obs = BytesMut::with_capacity(n * per);
+        if n == 0 || n > MAX_BATCH {
+            let e = StoreError::BadBatchSize {
+                got: n,
+                max: MAX_BATCH,
+            };
+            return counted("Sample", Err(invalid(e)));
+        }
+        let replay = &self.replay;
+        let store = replay.store();
+        let limit = replay.limiter().limit();
+        if !replay
+            .limiter()
+            .wait(Side::Sample, || store.len(), replay.config().sample_timeout)
+            .await
+        {
+            let size = store.len();
+            let why = if size < limit.min_size {
+                format!("the replay holds {size} transitions and sampling starts at {}: wait for the actors", limit.min_size)
+            } else {
+                format!(
+                    "the rate limiter holds sampling back: {} samples per insert (tolerance {}) and inserts are behind; wait for the actors or raise --samples-per-insert",
+                    limit.samples_per_insert.unwrap_or(0.0),
+                    limit.error_buffer
+                )
+            };
+            return counted("Sample", Err(Status::failed_precondition(why)));
+        }
+        let sample = counted(
+            "Sample",
+            store.sample(n, request.beta as f64).map_err(|e| match e {
+                StoreError::Empty => Status::failed_precondition(e.to_string()),
+                _ => invalid(e),
+            }),
+        )?;
+        replay.limiter().sampled(n);
+        let layout = store.layout().expect("a store that sampled has a layout");
+        let channels = layout.channels();
+        // Each distinct frame once.
+        let mut index: HashMap<*const FrameData, u32> = HashMap::new();
         let mut r = SampleResponse {
-            obs_shape: Some(Shape::of(&shape)),
+            obs_shape: Some(Shape::of(&layout.shape)),
+            codec: layout.codec as i32,
+            obs_frames: Vec::with_capacity(n * channels),
+            next_obs_frames: Vec::with_capacity(n * channels),
             ..Default::default()
         };
         for item in &sample.items {
-            obs.extend_from_slice(&item.obs);
-            next_obs.extend_from_slice(&item.next_obs);
+            for (k, f) in item.frames.iter().enumerate() {
+                let next = index.len() as u32;
+                let i = *index.entry(std::sync::Arc::as_ptr(f)).or_insert_with(|| {
+                    r.frames.push(WireFrame {
+                        id: next as u64,
+                        data: Bytes::copy_from_slice(f.bytes()),
+                    });
+                    next
+                });
+                if k < channels {
+                    r.obs_frames.push(i);
+                } else {
+                    r.next_obs_frames.push(i);
+                }
+            }
             r.actions.push(item.action);
             r.rewards.push(item.reward);
             r.discounts.push(item.discount);
         }
         r.ids = sample.ids;
         r.weights = sample.weights;
-        r.obs = obs.freeze();
-        r.next_obs = next_obs.freeze();
         metrics::counter!(m::SAMPLED).increment(n as u64);
+        metrics::histogram!(m::SAMPLE_LATENCY).record(start.elapsed().as_secs_f64());
+        apex_telemetry::grpc_handled("Sample", start);
         Ok(Response::new(r))
     }
 
@@ -162,6 +205,7 @@ impl Replay for ReplayService {
         &self,
         request: Request<UpdatePrioritiesRequest>,
     ) -> Result<Response<UpdatePrioritiesResponse>, Status> {
+        let start = Instant::now();
         let req = request.into_inner();
         if req.ids.len() != req.priorities.len() {
             let s = Status::invalid_argument(format!(
@@ -179,9 +223,13 @@ impl Replay for ReplayService {
                 ))),
             );
         }
-        let (updated, missing) = self.store().update_priorities(&req.ids, &req.priorities);
+        let (updated, missing) = self
+            .replay
+            .store()
+            .update_priorities(&req.ids, &req.priorities);
         metrics::counter!(m::PRIORITY_UPDATES, "outcome" => "updated").increment(updated as u64);
         metrics::counter!(m::PRIORITY_UPDATES, "outcome" => "missing").increment(missing as u64);
+        apex_telemetry::grpc_handled("UpdatePriorities", start);
         Ok(Response::new(UpdatePrioritiesResponse {
             updated: updated as u64,
             missing: missing as u64,
@@ -189,13 +237,43 @@ impl Replay for ReplayService {
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        let store = self.store();
+        let store = self.replay.store();
+        let c = store.counters();
+        let size = store.len();
+        let bytes = store.stored_bytes();
         Ok(Response::new(InfoResponse {
-            size: store.len() as u64,
+            size: size as u64,
             capacity: store.capacity() as u64,
-            inserted_total: store.inserted_total(),
-            sampled_total: store.sampled_total(),
-            obs_shape: store.obs_shape().map(Shape::of),
+            inserted_total: c.inserted_total,
+            sampled_total: c.sampled_total,
+            obs_shape: store.layout().map(|l| Shape::of(&l.shape)),
+            stored_bytes: bytes as u64,
+            bytes_per_transition: if size == 0 {
+                0.0
+            } else {
+                bytes as f64 / size as f64
+            },
+            checkpoints_total: self.replay.checkpoints(),
         }))
+    }
+
+    async fn checkpoint(
+        &self,
+        _: Request<CheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
+        match self.replay.checkpoint().await {
+            Ok(Some(r)) => Ok(Response::new(CheckpointResponse {
+                path: r.path.display().to_string(),
+                transitions: r.transitions as u64,
+                bytes: r.bytes,
+            })),
+            Ok(None) => counted(
+                "Checkpoint",
+                Err(Status::failed_precondition(
+                    "this replay server has no checkpoint folder: start it with --checkpoint-dir",
+                )),
+            ),
+            Err(e) => counted("Checkpoint", Err(Status::internal(e.to_string()))),
+        }
     }
 }

@@ -1,0 +1,207 @@
+//! Presets: hyperparameters kept in TOML files (`presets/*.toml`, built into
+//! the binary), beneath environment variables and flags. A preset key is a
+//! flag's name with underscores (`batch_size` is `--batch-size`); the file's
+//! sections only group keys for the reader. A preset fills in each key's
+//! `APEX_*` variable unless it is already set, so clap then resolves
+//! flag > variable > preset with no per-field code.
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+use clap::CommandFactory;
+use serde::Serialize;
+
+/// The presets shipped in `presets/`, by name.
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "apex-breakout",
+        include_str!("../../presets/apex-breakout.toml"),
+    ),
+    ("dqn-nature", include_str!("../../presets/dqn-nature.toml")),
+];
+
+pub const DEFAULT: &str = "apex-breakout";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PresetError {
+    #[error("unknown preset '{name}': use one of {known} or a path to a .toml file")]
+    Unknown { name: String, known: String },
+    #[error("cannot read preset {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("preset {name} is not valid TOML: {message}")]
+    Malformed { name: String, message: String },
+    #[error("preset {name}: unknown setting '{key}': see `apex local --help` for the settings (underscores for dashes)")]
+    UnknownKey { name: String, key: String },
+    #[error("preset {name}: setting '{key}' must be a number, string or boolean")]
+    BadValue { name: String, key: String },
+}
+
+/// The preset the command line asks for: `--preset X`, else `APEX_PRESET`,
+/// else the default. Read before clap parses, since it feeds clap's input.
+pub fn chosen(args: &[String]) -> String {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--preset" {
+            if let Some(v) = it.next() {
+                return v.clone();
+            }
+        } else if let Some(v) = a.strip_prefix("--preset=") {
+            return v.to_owned();
+        }
+    }
+    std::env::var("APEX_PRESET").unwrap_or_else(|_| DEFAULT.to_owned())
+}
+
+/// A built-in name, or a path to a file (anything with `/` or ending in `.toml`).
+pub fn load(name: &str) -> Result<toml::Table, PresetError> {
+    let text = if name.contains('/') || name.ends_with(".toml") {
+        std::fs::read_to_string(Path::new(name)).map_err(|source| PresetError::Unreadable {
+            path: name.into(),
+            source,
+        })?
+    } else {
+        BUILT_IN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, text)| text.to_string())
+            .ok_or_else(|| PresetError::Unknown {
+                name: name.to_owned(),
+                known: BUILT_IN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?
+    };
+    text.parse::<toml::Table>()
+        .map_err(|e| PresetError::Malformed {
+            name: name.to_owned(),
+            message: e.message().to_owned(),
+        })
+}
+
+/// `(key, value)` for every setting in `preset`, checked against the flags
+/// `command` (and its subcommands) know, with each flag's variable name.
+pub fn settings(
+    name: &str,
+    preset: &toml::Table,
+    command: &clap::Command,
+) -> Result<Vec<(String, String)>, PresetError> {
+    let mut out = Vec::new();
+    for (section, table) in preset {
+        let flat;
+        let entries: Vec<(&String, &toml::Value)> = match table {
+            toml::Value::Table(t) => t.iter().collect(),
+            other => {
+                flat = other;
+                vec![(section, flat)]
+            }
+        };
+        for (key, value) in entries {
+            let env = variable(command, &key.replace('_', "-")).ok_or_else(|| {
+                PresetError::UnknownKey {
+                    name: name.to_owned(),
+                    key: key.clone(),
+                }
+            })?;
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => {
+                    return Err(PresetError::BadValue {
+                        name: name.to_owned(),
+                        key: key.clone(),
+                    })
+                }
+            };
+            out.push((env, text));
+        }
+    }
+    Ok(out)
+}
+
+/// The environment variable of the flag `--long` anywhere in `command`.
+fn variable(command: &clap::Command, long: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| variable(sub, long))
+        })
+}
+
+/// Applies the chosen preset to this process's environment, under any
+/// variable already set. Call before threads start.
+pub fn apply<C: CommandFactory>(args: &[String]) -> Result<(), PresetError> {
+    let name = chosen(args);
+    let preset = load(&name)?;
+    for (env, value) in settings(&name, &preset, &C::command())? {
+        if std::env::var_os(&env).is_none() {
+            std::env::set_var(env, value);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `config` (what a run resolved) as `config.toml` in `dir`.
+pub fn write_resolved(dir: &Path, preset: &str, config: &impl Serialize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    let body = toml::to_string(config).context("cannot write the resolved config")?;
+    let text = format!(
+        "# What this run resolved from preset {preset}, APEX_* variables and flags.\n\
+         # Use it as a preset to repeat the run: --preset {}\n\n{body}",
+        dir.join("config.toml").display()
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Serializes through `Display`, for types whose text form is their flag value.
+pub fn as_text<T: Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_built_in_preset_names_only_known_settings() {
+        for (name, _) in BUILT_IN {
+            let preset = load(name).unwrap();
+            let set = settings(name, &preset, &crate::Cli::command()).unwrap();
+            assert!(set.len() > 30, "{name}: {} settings", set.len());
+            assert!(set.iter().all(|(env, _)| env.starts_with("APEX_")));
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_presets_are_named() {
+        let preset: toml::Table = "[learner]\nbatch_sise = 3".parse().unwrap();
+        let e = settings("mine.toml", &preset, &crate::Cli::command()).unwrap_err();
+        assert!(e.to_string().contains("'batch_sise'"), "{e}");
+        let e = load("apex-brekout").unwrap_err();
+        assert!(e.to_string().contains("apex-breakout, dqn-nature"), "{e}");
+    }
+
+    #[test]
+    fn the_preset_flag_beats_the_variable() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            chosen(&args(&["apex", "local", "--preset", "dqn-nature"])),
+            "dqn-nature"
+        );
+        assert_eq!(chosen(&args(&["apex", "--preset=x.toml"])), "x.toml");
+    }
+}

@@ -1,0 +1,360 @@
+//! `apex bench replay-service`: a replay server in its own process, loaded
+//! over loopback gRPC the way a deployment loads it. Writers replay recorded
+//! Atari frames as actors do (4-frame stacks, 3-step transitions, frames
+//! compressed by the writer and sent once, batches of 64, 4 in flight) while
+//! one sampler draws batches of 512 and decodes them into stacked
+//! observations as the learner does. Prints one JSON line per measurement
+//! for the side-by-side script.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use apex_proto::frame_stream::{FrameStream, NamedObs};
+use apex_proto::v1::replay_client::ReplayClient;
+use apex_proto::v1::{InfoRequest, InsertRequest, SampleRequest, Shape, Transition};
+use apex_proto::MAX_MESSAGE_BYTES;
+use bytes::Bytes;
+use clap::Args;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::services::CodecName;
+
+const STACK: usize = 4;
+const N_STEP: usize = 3;
+const SEND_BATCH: usize = 64;
+const IN_FLIGHT: usize = 4;
+
+#[derive(Args)]
+pub struct ReplayServiceBenchArgs {
+    /// Frames recorded by `apex env record` (obs.npy: steps x 84 x 84).
+    #[arg(long)]
+    frames: PathBuf,
+    /// Concurrent writer streams per measurement, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    writers: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Transitions inserted before measuring memory; also the capacity.
+    #[arg(long, default_value_t = 100_000)]
+    fill: usize,
+    #[arg(long, default_value_t = 512)]
+    batch: u32,
+    #[arg(long, default_value = "lz4")]
+    codec: CodecName,
+    #[arg(long, default_value_t = 8)]
+    shards: usize,
+}
+
+/// The replay server as a child process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerProcess {
+    fn rss_bytes(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmRSS in /proc status")?;
+        Ok(kb * 1024)
+    }
+}
+
+/// Recorded frames, and stacked observations built from them.
+struct Frames {
+    frames: Vec<Bytes>,
+}
+
+impl Frames {
+    fn load(path: &PathBuf) -> Result<Self> {
+        let file = std::fs::File::open(path).with_context(|| {
+            format!(
+                "cannot open {}: record one with `apex env record`",
+                path.display()
+            )
+        })?;
+        let (shape, data) = apex_env::npy::read_u8(std::io::BufReader::new(file))
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if shape.len() != 3 || shape[0] < 2 * STACK {
+            bail!(
+                "{} holds shape {shape:?}; expected steps x 84 x 84 frames",
+                path.display()
+            );
+        }
+        let size = shape[1] * shape[2];
+        let data = Bytes::from(data);
+        Ok(Frames {
+            frames: (0..shape[0])
+                .map(|i| data.slice(i * size..(i + 1) * size))
+                .collect(),
+        })
+    }
+
+    fn shape(&self) -> [usize; 3] {
+        let side = (self.frames[0].len() as f64).sqrt() as usize;
+        [STACK, side, self.frames[0].len() / side]
+    }
+
+    /// The stacked observation at step `t` (frames t-3..=t of the recording, wrapping).
+    fn stack(&self, t: usize) -> Bytes {
+        let n = self.frames.len();
+        let mut out = Vec::with_capacity(STACK * self.frames[0].len());
+        for k in 0..STACK {
+            out.extend_from_slice(&self.frames[(t + n - (STACK - 1 - k)) % n]);
+        }
+        out.into()
+    }
+}
+
+/// Figures shared by the tasks of one measurement.
+#[derive(Default)]
+struct Tally {
+    inserted: AtomicU64,
+    sampled: AtomicU64,
+    insert_latency: Mutex<Vec<f64>>,
+    stop: AtomicBool,
+}
+
+/// One actor-like insert stream: steps through the recording from `offset`.
+async fn writer(
+    mut client: ReplayClient<Channel>,
+    frames: Arc<Frames>,
+    codec: apex_proto::v1::Codec,
+    id: u32,
+    offset: usize,
+    limit: Option<u64>,
+    tally: Arc<Tally>,
+) -> Result<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<InsertRequest>(IN_FLIGHT);
+    let sent_at: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+    let mut responses = client
+        .insert(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    // Answers come in order: each closes the oldest batch in flight.
+    let acks = {
+        let (sent_at, tally, permits) = (sent_at.clone(), tally.clone(), in_flight.clone());
+        tokio::spawn(async move {
+            while let Some(r) = responses.next().await {
+                let r = r?;
+                let started = sent_at.lock().expect("lock").pop_front();
+                if let Some(t) = started {
+                    tally
+                        .insert_latency
+                        .lock()
+                        .expect("lock")
+                        .push(t.elapsed().as_secs_f64());
+                }
+                tally.inserted.fetch_add(r.inserted, Ordering::Relaxed);
+                permits.add_permits(1);
+            }
+            Ok::<_, tonic::Status>(())
+        })
+    };
+    let shape = Shape::of(&frames.shape());
+    let mut stream = FrameStream::new(codec, STACK);
+    let mut recent: VecDeque<NamedObs> = VecDeque::new();
+    let mut pending = Vec::with_capacity(SEND_BATCH);
+    let mut sent = 0u64;
+    let mut t = offset;
+    while !tally.stop.load(Ordering::Relaxed) && limit.is_none_or(|l| sent < l) {
+        let named = stream.name(recent.back(), frames.stack(t));
+        recent.push_back(named);
+        t += 1;
+        if recent.len() > N_STEP {
+            let first = recent.pop_front().expect("n + 1 observations");
+            pending.push(Transition {
+                obs: first.ids,
+                next_obs: recent
+                    .back()
+                    .expect("the bootstrap observation")
+                    .ids
+                    .clone(),
+                action: (t % 4) as u32,
+                reward: 0.0,
+                discount: 0.97,
+                priority: 0.5 + (t % 7) as f32,
+            });
+        }
+        if pending.len() == SEND_BATCH {
+            in_flight.acquire().await?.forget();
+            sent += pending.len() as u64;
+            sent_at.lock().expect("lock").push_back(Instant::now());
+            let request = InsertRequest {
+                obs_shape: Some(shape.clone()),
+                transitions: std::mem::take(&mut pending),
+                actor_id: id,
+                frames: stream.take_frames(),
+                codec: codec as i32,
+            };
+            if tx.send(request).await.is_err() {
+                break;
+            }
+        }
+    }
+    drop(tx);
+    acks.await??;
+    Ok(())
+}
+
+/// Draws batches and decodes them into stacked observations, as the learner does.
+async fn sampler(mut client: ReplayClient<Channel>, batch: u32, tally: Arc<Tally>) -> Result<()> {
+    while !tally.stop.load(Ordering::Relaxed) {
+        let r = client
+            .sample(SampleRequest {
+                batch_size: batch,
+                beta: 0.4,
+            })
+            .await?
+            .into_inner();
+        let n = r.ids.len() as u64;
+        tokio::task::spawn_blocking(move || {
+            apex_proto::sample_frames::observations(&r).map(|_| ())
+        })
+        .await??;
+        tally.sampled.fetch_add(n, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
+    let frames = Arc::new(Frames::load(&a.frames)?);
+    let codec: apex_proto::v1::Codec = a.codec.into();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let exe = std::env::current_exe()?;
+    let server = ServerProcess {
+        child: Command::new(exe)
+            .args(["replay-server", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--capacity", &a.fill.to_string(), "--min-size", "1"])
+            .args([
+                "--shards",
+                &a.shards.to_string(),
+                "--samples-per-insert",
+                "0",
+            ])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start the replay server")?,
+    };
+    let addr = format!("http://127.0.0.1:{port}");
+    let channel = loop {
+        match tonic::transport::Endpoint::from_shared(addr.clone())?
+            .connect()
+            .await
+        {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let client = ReplayClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    // Memory: the server's resident set before and after holding `fill` transitions.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.rss_bytes()?;
+    let tally = Arc::new(Tally::default());
+    let per_writer = (a.fill as u64).div_ceil(8 * SEND_BATCH as u64) * SEND_BATCH as u64;
+    let fillers: Vec<_> = (0..8)
+        .map(|w| {
+            tokio::spawn(writer(
+                client.clone(),
+                frames.clone(),
+                codec,
+                w,
+                w as usize * 997,
+                Some(per_writer),
+                tally.clone(),
+            ))
+        })
+        .collect();
+    for f in fillers {
+        f.await??;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.rss_bytes()?;
+    let info = client.clone().info(InfoRequest {}).await?.into_inner();
+    println!(
+        "{{\"system\": \"apex\", \"metric\": \"bytes_per_transition\", \"codec\": \"{}\", \"items\": {}, \"bytes_per_transition\": {:.0}, \"server_reported\": {:.0}}}",
+        codec.label(),
+        info.size,
+        (after.saturating_sub(before)) as f64 / info.size as f64,
+        info.bytes_per_transition
+    );
+
+    for &writers in &a.writers {
+        let tally = Arc::new(Tally::default());
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                tokio::spawn(writer(
+                    client.clone(),
+                    frames.clone(),
+                    codec,
+                    w as u32,
+                    w * 389,
+                    None,
+                    tally.clone(),
+                ))
+            })
+            .collect();
+        let sampling = tokio::spawn(sampler(client.clone(), a.batch, tally.clone()));
+        // Measure after a warm-up second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (i0, s0, t0) = (
+            tally.inserted.load(Ordering::Relaxed),
+            tally.sampled.load(Ordering::Relaxed),
+            Instant::now(),
+        );
+        tally.insert_latency.lock().expect("lock").clear();
+        tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
+        let secs = t0.elapsed().as_secs_f64();
+        let inserted = tally.inserted.load(Ordering::Relaxed) - i0;
+        let sampled = tally.sampled.load(Ordering::Relaxed) - s0;
+        let mut lat = tally.insert_latency.lock().expect("lock").clone();
+        tally.stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await??;
+        }
+        sampling.await??;
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "{{\"system\": \"apex\", \"writers\": {writers}, \"codec\": \"{}\", \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"seconds\": {secs:.1}}}",
+            codec.label(),
+            inserted as f64 / secs,
+            sampled as f64 / secs,
+            percentile(&lat, 0.5) * 1e3,
+            percentile(&lat, 0.99) * 1e3,
+        );
+    }
+    drop(server);
+    Ok(())
+}

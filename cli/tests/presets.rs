@@ -1,0 +1,117 @@
+//! Presets end to end: a short `apex local` run resolves preset < variable <
+//! flag, writes what it resolved into its run folder, and that file works as
+//! a preset itself; bad presets fail with one clear line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A short Catch run: actors stop after 400 steps, which ends the run.
+fn local(run_dir: &Path, preset: &str, envs: &[(&str, &str)], extra: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_apex"));
+    c.args(["local", "--game", "catch", "--preset", preset])
+        .args(["--run-dir", run_dir.to_str().unwrap()])
+        .args([
+            "--max-env-steps",
+            "400",
+            "--min-size",
+            "50",
+            "--capacity",
+            "1000",
+        ])
+        .args(["--metrics-addr", "127.0.0.1:0", "--log-every", "60"])
+        .args(extra);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.env_remove("APEX_PRESET").output().unwrap()
+}
+
+fn config(run_dir: &Path) -> toml::Table {
+    let text = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    text.parse().unwrap()
+}
+
+fn get<'a>(t: &'a toml::Table, section: &str, key: &str) -> &'a toml::Value {
+    &t[section][key]
+}
+
+#[test]
+fn flags_beat_variables_beat_the_preset_and_the_run_records_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = local(
+        &run,
+        "dqn-nature",
+        &[("APEX_BATCH_SIZE", "16"), ("APEX_TARGET_UPDATE_EVERY", "7")],
+        &["--target-update-every", "9"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = config(&run);
+    // From the preset.
+    assert_eq!(get(&c, "learner", "optimizer").as_str(), Some("adam"));
+    assert_eq!(get(&c, "learner", "double").as_str(), Some("off"));
+    assert_eq!(get(&c, "actor", "n_step").as_integer(), Some(1));
+    assert_eq!(get(&c, "replay", "alpha").as_float(), Some(0.0));
+    assert_eq!(get(&c, "net", "dueling").as_str(), Some("off"));
+    // A variable over the preset, a flag over both.
+    assert_eq!(get(&c, "learner", "batch_size").as_integer(), Some(16));
+    assert_eq!(
+        get(&c, "learner", "target_update_every").as_integer(),
+        Some(9)
+    );
+    assert_eq!(get(&c, "game", "game").as_str(), Some("catch"));
+
+    // The recorded config is a preset that repeats the run's settings.
+    let again = dir.path().join("again");
+    let recorded = run.join("config.toml");
+    let o = local(&again, recorded.to_str().unwrap(), &[], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(config(&again), c);
+}
+
+#[test]
+fn the_default_preset_is_apex_breakout() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = local(&run, "apex-breakout", &[], &["--batch-size", "32"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = config(&run);
+    assert_eq!(get(&c, "learner", "optimizer").as_str(), Some("rmsprop"));
+    assert_eq!(
+        get(&c, "learner", "learning_rate").as_float(),
+        Some(0.0000625)
+    );
+    assert_eq!(
+        get(&c, "learner", "target_update_every").as_integer(),
+        Some(2500)
+    );
+    assert_eq!(get(&c, "actor", "n_step").as_integer(), Some(3));
+    assert_eq!(get(&c, "replay", "alpha").as_float(), Some(0.6));
+}
+
+#[test]
+fn bad_presets_fail_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let cases = [
+        ("apex-brekout", "unknown preset 'apex-brekout'".to_owned()),
+        ("missing.toml", "cannot read preset missing.toml".to_owned()),
+    ];
+    for (preset, needle) in cases {
+        let o = local(&run, preset, &[], &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(&needle), "'{needle}' not in {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[learner]\nbatch_sise = 3\n").unwrap();
+    let o = local(&run, typo.to_str().unwrap(), &[], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown setting 'batch_sise'"), "{err}");
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[learner\n").unwrap();
+    let o = local(&run, broken.to_str().unwrap(), &[], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not valid TOML"), "{err}");
+}

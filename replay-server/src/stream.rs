@@ -1,0 +1,304 @@
+//! One actor's insert stream: its recent frames, numbered as the actor sent
+//! them, and the turning of each request into stored items. A request is
+//! checked whole before anything of it is kept.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use apex_proto::codec::CodecError;
+use apex_proto::v1::{Codec, InsertRequest};
+use apex_proto::STREAM_FRAME_WINDOW;
+
+use crate::frame::{new_frame, Frame, Ledger};
+use crate::shard::Item;
+use crate::store::{Layout, NewItem};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StreamError {
+    #[error("obs_shape is missing: send the observation shape (channels first)")]
+    NoShape,
+    #[error("observation shape {0:?} needs at least two non-zero dimensions (channels first)")]
+    BadShape(Vec<usize>),
+    #[error("codec {0} is unknown: use none, lz4 or zstd")]
+    UnknownCodec(i32),
+    #[error("frame id {got} is out of order: this stream's next frame is {expected}")]
+    FrameOrder { got: u64, expected: u64 },
+    #[error(transparent)]
+    Frame(#[from] CodecError),
+    #[error(
+        "transition {index}: {field} names {got} frames but observations have {channels} channels"
+    )]
+    ChannelCount {
+        index: usize,
+        field: &'static str,
+        got: usize,
+        channels: usize,
+    },
+    #[error("transition {index}: frame {id} is unknown to this stream (it holds frames {first}..{end}); send frames before the transitions that use them, and refer only to the last {window}")]
+    UnknownFrame {
+        index: usize,
+        id: u64,
+        first: u64,
+        end: u64,
+        window: u64,
+    },
+    #[error("transition {index}: priority {priority} is not a finite non-negative number")]
+    BadPriority { index: usize, priority: f32 },
+}
+
+/// The frames an insert stream may still refer to.
+#[derive(Default)]
+pub struct StreamFrames {
+    /// The stream's frame number of `window[0]`.
+    first: u64,
+    window: VecDeque<Frame>,
+    scratch: Vec<u8>,
+}
+
+impl StreamFrames {
+    fn end(&self) -> u64 {
+        self.first + self.window.len() as u64
+    }
+
+    /// The request's layout, as the store will check it against its own.
+    pub fn layout(req: &InsertRequest) -> Result<Layout, StreamError> {
+        let shape = req.obs_shape.as_ref().ok_or(StreamError::NoShape)?.dims();
+        if shape.len() < 2 || shape.contains(&0) {
+            return Err(StreamError::BadShape(shape));
+        }
+        let codec = Codec::try_from(req.codec).map_err(|_| StreamError::UnknownCodec(req.codec))?;
+        Ok(Layout { shape, codec })
+    }
+
+    /// Checks `req` whole, then keeps its frames and returns its items.
+    pub fn accept(
+        &mut self,
+        req: &InsertRequest,
+        layout: &Layout,
+        ledger: &Arc<Ledger>,
+    ) -> Result<Vec<NewItem>, StreamError> {
+        let frame_size = layout.frame_size();
+        self.scratch.resize(frame_size, 0);
+        let mut expected = self.end();
+        for (index, f) in req.frames.iter().enumerate() {
+            if f.id != expected {
+                return Err(StreamError::FrameOrder {
+                    got: f.id,
+                    expected,
+                });
+            }
+            layout
+                .codec
+                .decode_into(index, &f.data, &mut self.scratch)?;
+            expected += 1;
+        }
+        let end = expected;
+        // The oldest frame still referable once this request's frames are in.
+        let first = end.saturating_sub(STREAM_FRAME_WINDOW).max(self.first);
+        let channels = layout.channels();
+        for (index, t) in req.transitions.iter().enumerate() {
+            for (field, ids) in [("obs", &t.obs), ("next_obs", &t.next_obs)] {
+                if ids.len() != channels {
+                    return Err(StreamError::ChannelCount {
+                        index,
+                        field,
+                        got: ids.len(),
+                        channels,
+                    });
+                }
+                if let Some(&id) = ids.iter().find(|&&id| !(first..end).contains(&id)) {
+                    return Err(StreamError::UnknownFrame {
+                        index,
+                        id,
+                        first,
+                        end,
+                        window: STREAM_FRAME_WINDOW,
+                    });
+                }
+            }
+            if !t.priority.is_finite() || t.priority < 0.0 {
+                return Err(StreamError::BadPriority {
+                    index,
+                    priority: t.priority,
+                });
+            }
+        }
+        // Everything checked: keep the frames, build the items, forget the oldest.
+        self.window
+            .extend(req.frames.iter().map(|f| new_frame(&f.data, ledger)));
+        let items = req
+            .transitions
+            .iter()
+            .map(|t| NewItem {
+                item: Item {
+                    frames: t
+                        .obs
+                        .iter()
+                        .chain(&t.next_obs)
+                        .map(|&id| self.window[(id - self.first) as usize].clone())
+                        .collect(),
+                    action: t.action,
+                    reward: t.reward,
+                    discount: t.discount,
+                },
+                priority: t.priority,
+            })
+            .collect();
+        while self.first < first {
+            self.window.pop_front();
+            self.first += 1;
+        }
+        Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use apex_proto::v1::{Frame as WireFrame, Shape, Transition};
+
+    use super::*;
+
+    fn request(frames: std::ops::Range<u64>, transitions: Vec<Transition>) -> InsertRequest {
+        InsertRequest {
+            obs_shape: Some(Shape::of(&[2, 2, 2])),
+            codec: Codec::Lz4 as i32,
+            frames: frames
+                .map(|id| WireFrame {
+                    id,
+                    data: Codec::Lz4.encode(&[id as u8; 4]).into(),
+                })
+                .collect(),
+            transitions,
+            actor_id: 0,
+        }
+    }
+
+    fn transition(obs: [u64; 2], next: [u64; 2]) -> Transition {
+        Transition {
+            obs: obs.to_vec(),
+            next_obs: next.to_vec(),
+            action: 1,
+            reward: 0.5,
+            discount: 0.99,
+            priority: 1.0,
+        }
+    }
+
+    fn frame_tags(item: &Item) -> Vec<u8> {
+        item.frames
+            .iter()
+            .map(|f| {
+                let mut out = [0u8; 4];
+                Codec::Lz4.decode_into(0, f.bytes(), &mut out).unwrap();
+                out[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transitions_share_frames_across_requests() {
+        let ledger = Arc::new(Ledger::default());
+        let mut s = StreamFrames::default();
+        let req = request(0..3, vec![transition([0, 1], [1, 2])]);
+        let layout = StreamFrames::layout(&req).unwrap();
+        let a = s.accept(&req, &layout, &ledger).unwrap();
+        let req = request(3..4, vec![transition([1, 2], [2, 3])]);
+        let b = s.accept(&req, &layout, &ledger).unwrap();
+        assert_eq!(frame_tags(&a[0].item), vec![0, 1, 1, 2]);
+        assert_eq!(frame_tags(&b[0].item), vec![1, 2, 2, 3]);
+        assert!(
+            Arc::ptr_eq(&a[0].item.frames[3], &b[0].item.frames[1]),
+            "frame 2 is stored once"
+        );
+        assert_eq!(ledger.frames(), 4);
+        drop(s);
+        drop(a);
+        assert_eq!(
+            ledger.frames(),
+            3,
+            "frame 0 went with the last item holding it"
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_refused_whole() {
+        let ledger = Arc::new(Ledger::default());
+        let mut s = StreamFrames::default();
+        let ok = request(0..2, vec![]);
+        let layout = StreamFrames::layout(&ok).unwrap();
+        s.accept(&ok, &layout, &ledger).unwrap();
+        let cases = [
+            (
+                request(3..4, vec![]),
+                "frame id 3 is out of order: this stream's next frame is 2",
+            ),
+            (
+                request(2..3, vec![transition([0, 1], [1, 5])]),
+                "transition 0: frame 5 is unknown to this stream (it holds frames 0..3)",
+            ),
+            (
+                request(
+                    2..3,
+                    vec![Transition {
+                        obs: vec![0],
+                        ..transition([0, 1], [1, 2])
+                    }],
+                ),
+                "transition 0: obs names 1 frames but observations have 2 channels",
+            ),
+            (
+                request(
+                    2..3,
+                    vec![Transition {
+                        priority: f32::NAN,
+                        ..transition([0, 1], [1, 2])
+                    }],
+                ),
+                "priority NaN",
+            ),
+        ];
+        for (req, needle) in cases {
+            let e = s.accept(&req, &layout, &ledger).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let mut corrupt = request(2..3, vec![]);
+        corrupt.frames[0].data = vec![9, 0, 0, 0, 1].into();
+        assert!(matches!(
+            s.accept(&corrupt, &layout, &ledger),
+            Err(StreamError::Frame(_))
+        ));
+        assert_eq!(ledger.frames(), 2, "nothing of a refused request was kept");
+        // The stream goes on where it was.
+        s.accept(
+            &request(2..3, vec![transition([0, 1], [1, 2])]),
+            &layout,
+            &ledger,
+        )
+        .unwrap();
+        let mut bad_codec = request(3..4, vec![]);
+        bad_codec.codec = 7;
+        assert_eq!(
+            StreamFrames::layout(&bad_codec).unwrap_err(),
+            StreamError::UnknownCodec(7)
+        );
+    }
+
+    #[test]
+    fn frames_older_than_the_window_are_forgotten() {
+        let ledger = Arc::new(Ledger::default());
+        let mut s = StreamFrames::default();
+        let n = STREAM_FRAME_WINDOW + 10;
+        let req = request(0..n, vec![]);
+        let layout = StreamFrames::layout(&req).unwrap();
+        s.accept(&req, &layout, &ledger).unwrap();
+        assert_eq!(ledger.frames() as u64, STREAM_FRAME_WINDOW);
+        let e = s
+            .accept(
+                &request(n..n + 1, vec![transition([9, 10], [10, 11])]),
+                &layout,
+                &ledger,
+            )
+            .unwrap_err();
+        assert!(matches!(e, StreamError::UnknownFrame { id: 9, .. }), "{e}");
+    }
+}
