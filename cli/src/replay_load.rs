@@ -50,6 +50,9 @@ pub struct ReplayServiceBenchArgs {
     codec: CodecName,
     #[arg(long, default_value_t = 8)]
     shards: usize,
+    /// Concurrent sample requests (a learner keeps several batches prefetched).
+    #[arg(long, default_value_t = 4)]
+    sample_streams: usize,
 }
 
 /// The replay server as a child process, killed when dropped.
@@ -77,9 +80,11 @@ impl ServerProcess {
     }
 }
 
-/// Recorded frames, and stacked observations built from them.
+/// Recorded frames as the stacked observations an actor would see at each
+/// step (built once, so writers spend no time copying).
 struct Frames {
-    frames: Vec<Bytes>,
+    stacks: Vec<Bytes>,
+    side: usize,
 }
 
 impl Frames {
@@ -98,28 +103,31 @@ impl Frames {
                 path.display()
             );
         }
-        let size = shape[1] * shape[2];
-        let data = Bytes::from(data);
+        let (n, size) = (shape[0], shape[1] * shape[2]);
+        let frame = |i: usize| &data[i * size..(i + 1) * size];
+        let stacks = (0..n)
+            .map(|t| {
+                // Frames t-3..=t of the recording, wrapping.
+                let mut out = Vec::with_capacity(STACK * size);
+                for k in 0..STACK {
+                    out.extend_from_slice(frame((t + n - (STACK - 1 - k)) % n));
+                }
+                Bytes::from(out)
+            })
+            .collect();
         Ok(Frames {
-            frames: (0..shape[0])
-                .map(|i| data.slice(i * size..(i + 1) * size))
-                .collect(),
+            stacks,
+            side: shape[1],
         })
     }
 
     fn shape(&self) -> [usize; 3] {
-        let side = (self.frames[0].len() as f64).sqrt() as usize;
-        [STACK, side, self.frames[0].len() / side]
+        let size = self.stacks[0].len() / STACK;
+        [STACK, self.side, size / self.side]
     }
 
-    /// The stacked observation at step `t` (frames t-3..=t of the recording, wrapping).
     fn stack(&self, t: usize) -> Bytes {
-        let n = self.frames.len();
-        let mut out = Vec::with_capacity(STACK * self.frames[0].len());
-        for k in 0..STACK {
-            out.extend_from_slice(&self.frames[(t + n - (STACK - 1 - k)) % n]);
-        }
-        out.into()
+        self.stacks[t % self.stacks.len()].clone()
     }
 }
 
@@ -326,7 +334,9 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
                 ))
             })
             .collect();
-        let sampling = tokio::spawn(sampler(client.clone(), a.batch, tally.clone()));
+        let sampling: Vec<_> = (0..a.sample_streams)
+            .map(|_| tokio::spawn(sampler(client.clone(), a.batch, tally.clone())))
+            .collect();
         // Measure after a warm-up second.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (i0, s0, t0) = (
@@ -344,7 +354,9 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
         for t in tasks {
             t.await??;
         }
-        sampling.await??;
+        for s in sampling {
+            s.await??;
+        }
         lat.sort_by(f64::total_cmp);
         println!(
             "{{\"system\": \"apex\", \"writers\": {writers}, \"codec\": \"{}\", \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"seconds\": {secs:.1}}}",

@@ -44,15 +44,29 @@ impl FrameStream {
         let mut ids = Vec::with_capacity(self.channels);
         for k in 0..self.channels {
             let this = frame(&obs, k);
+            let last = k + 1 == self.channels;
             // The usual case first: channel k was channel k + 1 a step ago.
-            let from_prev = prev.and_then(|p| {
-                (k + 1..self.channels)
-                    .chain(0..(k + 1).min(self.channels))
-                    .find(|&j| frame(&p.obs, j) == this)
-                    .map(|j| p.ids[j])
-            });
-            let id = from_prev
-                .or_else(|| (0..k).find(|&j| frame(&obs, j) == this).map(|j| ids[j]))
+            // The newest channel is usually new: only an unchanged screen
+            // (the same frame again) is worth looking for.
+            let candidates: Vec<usize> = match prev {
+                None => Vec::new(),
+                Some(_) if last => vec![k],
+                Some(_) => (k + 1..self.channels).chain(0..=k).collect(),
+            };
+            let id = prev
+                .and_then(|p| {
+                    candidates
+                        .into_iter()
+                        .find(|&j| frame(&p.obs, j) == this)
+                        .map(|j| p.ids[j])
+                })
+                .or_else(|| {
+                    let earlier = if last && k > 0 { k - 1..k } else { 0..k };
+                    earlier
+                        .into_iter()
+                        .find(|&j| frame(&obs, j) == this)
+                        .map(|j| ids[j])
+                })
                 .unwrap_or_else(|| {
                     let id = self.next_id;
                     self.next_id += 1;

@@ -30,6 +30,9 @@ use crate::limiter::{RateLimit, RateLimiter};
 pub use crate::service::ReplayService;
 use crate::store::{Contents, Store, StoreConfig};
 
+/// How long a stopping server lets calls under way finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayConfig {
     pub store: StoreConfig,
@@ -95,6 +98,8 @@ struct Inner {
     config: ReplayConfig,
     /// One checkpoint at a time.
     checkpointing: tokio::sync::Mutex<()>,
+    /// Set at shutdown, after inserts under way finish.
+    inserts_closed: tokio::sync::RwLock<bool>,
     checkpoints: AtomicU64,
 }
 
@@ -121,6 +126,7 @@ impl Replay {
                 limiter,
                 config: config.clone(),
                 checkpointing: tokio::sync::Mutex::new(()),
+                inserts_closed: tokio::sync::RwLock::new(false),
                 checkpoints: AtomicU64::new(0),
             }),
         };
@@ -261,16 +267,50 @@ impl Replay {
                 }
             })
         });
-        let served = tonic::transport::Server::builder()
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            });
+        tokio::pin!(server);
+        let served = tokio::select! {
+            r = &mut server => Some(r),
+            _ = shutdown => None,
+        };
         if let Some(task) = periodic {
             task.abort();
         }
+        // Refuse further inserts (actors resend what was not acknowledged),
+        // so the checkpoint holds every acknowledged transition.
+        self.close_inserts().await;
+        health
+            .set_not_serving::<ReplayServer<ReplayService>>()
+            .await;
         self.checkpoint().await?;
+        let served = match served {
+            Some(r) => r,
+            None => {
+                let _ = stop_tx.send(());
+                // Insert streams stay open as long as their actors: do not wait on them.
+                tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+        };
         Ok(served?)
+    }
+
+    /// Waits for inserts under way, then refuses new ones.
+    async fn close_inserts(&self) {
+        *self.inner.inserts_closed.write().await = true;
+    }
+
+    /// Held while inserting; `None` once the replay is closing.
+    pub(crate) async fn insert_gate(&self) -> Option<tokio::sync::RwLockReadGuard<'_, bool>> {
+        let gate = self.inner.inserts_closed.read().await;
+        (!*gate).then_some(gate)
     }
 }
 

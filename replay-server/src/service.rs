@@ -67,6 +67,11 @@ async fn insert_batch(
         .wait(Side::Insert, || store.len(), INSERT_WAIT_SLICE)
         .await
     {}
+    let Some(_open) = replay.insert_gate().await else {
+        return Err(Status::unavailable(
+            "the replay server is shutting down: resend this batch when it is back",
+        ));
+    };
     let inserted = store.insert(items);
     replay.limiter().inserted(inserted);
     replay.report_size();
