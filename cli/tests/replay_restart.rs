@@ -31,7 +31,7 @@ async fn start(dir: &Path) -> Server {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_apex"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apex"))
         .args(["replay-server", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--checkpoint-dir", dir.to_str().unwrap()])
         .args(["--capacity", "10000", "--min-size", "1"])
@@ -48,6 +48,8 @@ async fn start(dir: &Path) -> Server {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the replay server did not come up on {addr}");
 }
 
