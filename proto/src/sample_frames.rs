@@ -39,16 +39,7 @@ pub fn observations(r: &SampleResponse) -> Result<(Vec<u8>, Vec<u8>), SampleFram
     let channels = shape[0];
     let size: usize = shape[1..].iter().product();
     let n = r.ids.len();
-    let mut decoded = vec![0u8; r.frames.len() * size];
-    for (i, (f, out)) in r
-        .frames
-        .iter()
-        .zip(decoded.chunks_exact_mut(size))
-        .enumerate()
-    {
-        codec.decode_into(i, &f.data, out)?;
-    }
-    let gather = |field: &'static str, idx: &[u32]| {
+    for (field, idx) in [("obs", &r.obs_frames), ("next_obs", &r.next_obs_frames)] {
         if idx.len() != n * channels {
             return Err(SampleFramesError::IndexCount {
                 field,
@@ -57,23 +48,47 @@ pub fn observations(r: &SampleResponse) -> Result<(Vec<u8>, Vec<u8>), SampleFram
                 channels,
             });
         }
-        let mut out = Vec::with_capacity(idx.len() * size);
-        for &i in idx {
-            let start = i as usize * size;
-            let frame = decoded
-                .get(start..start + size)
-                .ok_or(SampleFramesError::BadIndex {
-                    index: i,
-                    frames: r.frames.len(),
-                })?;
-            out.extend_from_slice(frame);
+        if let Some(&index) = idx.iter().find(|&&i| i as usize >= r.frames.len()) {
+            return Err(SampleFramesError::BadIndex {
+                index,
+                frames: r.frames.len(),
+            });
         }
-        Ok(out)
-    };
-    Ok((
-        gather("obs", &r.obs_frames)?,
-        gather("next_obs", &r.next_obs_frames)?,
-    ))
+    }
+    // Each frame is decoded once, straight into its first place; its other
+    // places copy from there (no intermediate buffer of decoded frames).
+    let mut obs = vec![0u8; n * channels * size];
+    let mut next = vec![0u8; n * channels * size];
+    let mut first: Vec<Option<(bool, usize)>> = vec![None; r.frames.len()];
+    let places = r
+        .obs_frames
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| (false, k, i))
+        .chain(
+            r.next_obs_frames
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| (true, k, i)),
+        );
+    for (in_next, k, i) in places {
+        let i = i as usize;
+        let at = k * size;
+        match first[i] {
+            None => {
+                let out = if in_next { &mut next } else { &mut obs };
+                codec.decode_into(i, &r.frames[i].data, &mut out[at..at + size])?;
+                first[i] = Some((in_next, at));
+            }
+            Some((src_next, src)) => match (src_next, in_next) {
+                (false, false) => obs.copy_within(src..src + size, at),
+                (true, true) => next.copy_within(src..src + size, at),
+                (false, true) => next[at..at + size].copy_from_slice(&obs[src..src + size]),
+                (true, false) => obs[at..at + size].copy_from_slice(&next[src..src + size]),
+            },
+        }
+    }
+    Ok((obs, next))
 }
 
 #[cfg(test)]

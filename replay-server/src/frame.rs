@@ -63,6 +63,15 @@ impl FrameData {
     }
 }
 
+/// Lets a sampled frame travel as `Bytes` without copying it.
+pub struct SharedFrame(pub Frame);
+
+impl AsRef<[u8]> for SharedFrame {
+    fn as_ref(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

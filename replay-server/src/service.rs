@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::frame::FrameData;
+use crate::frame::{FrameData, SharedFrame};
 use crate::limiter::Side;
 use crate::metrics as m;
 use crate::store::{StoreError, MAX_BATCH};
@@ -184,7 +184,7 @@ impl ReplayRpc for ReplayService {
                 let i = *index.entry(std::sync::Arc::as_ptr(f)).or_insert_with(|| {
                     r.frames.push(WireFrame {
                         id: next as u64,
-                        data: Bytes::copy_from_slice(f.bytes()),
+                        data: Bytes::from_owner(SharedFrame(f.clone())),
                     });
                     next
                 });
