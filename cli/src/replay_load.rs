@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use apex_proto::frame_stream::{FrameStream, NamedObs};
 use apex_proto::v1::replay_client::ReplayClient;
-use apex_proto::v1::{InfoRequest, InsertRequest, SampleRequest, Shape, Transition};
+use apex_proto::v1::{
+    CheckpointRequest, InfoRequest, InsertRequest, SampleRequest, Shape, Transition,
+};
 use apex_proto::MAX_MESSAGE_BYTES;
 use bytes::Bytes;
 use clap::Args;
@@ -257,6 +259,7 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
         .local_addr()?
         .port();
     let exe = std::env::current_exe()?;
+    let checkpoints = std::env::temp_dir().join(format!("apex-bench-replay-{}", std::process::id()));
     let server = ServerProcess {
         child: Command::new(exe)
             .args(["replay-server", "--listen", &format!("127.0.0.1:{port}")])
@@ -268,6 +271,8 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
                 "0",
             ])
             .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--checkpoint-dir", checkpoints.to_str().context("a UTF-8 temp path")?])
+            .args(["--checkpoint-every-secs", "0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -320,53 +325,110 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
     );
 
     for &writers in &a.writers {
-        let tally = Arc::new(Tally::default());
-        let tasks: Vec<_> = (0..writers)
-            .map(|w| {
-                tokio::spawn(writer(
-                    client.clone(),
-                    frames.clone(),
-                    codec,
-                    w as u32,
-                    w * 389,
-                    None,
-                    tally.clone(),
-                ))
-            })
-            .collect();
-        let sampling: Vec<_> = (0..a.sample_streams)
-            .map(|_| tokio::spawn(sampler(client.clone(), a.batch, tally.clone())))
-            .collect();
-        // Measure after a warm-up second.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (i0, s0, t0) = (
-            tally.inserted.load(Ordering::Relaxed),
-            tally.sampled.load(Ordering::Relaxed),
-            Instant::now(),
-        );
-        tally.insert_latency.lock().expect("lock").clear();
-        tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
-        let secs = t0.elapsed().as_secs_f64();
-        let inserted = tally.inserted.load(Ordering::Relaxed) - i0;
-        let sampled = tally.sampled.load(Ordering::Relaxed) - s0;
-        let mut lat = tally.insert_latency.lock().expect("lock").clone();
-        tally.stop.store(true, Ordering::Relaxed);
-        for t in tasks {
-            t.await??;
-        }
-        for s in sampling {
-            s.await??;
-        }
-        lat.sort_by(f64::total_cmp);
+        let m = measure(&client, &frames, codec, writers, &a, false).await?;
         println!(
-            "{{\"system\": \"apex\", \"writers\": {writers}, \"codec\": \"{}\", \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"seconds\": {secs:.1}}}",
+            "{{\"system\": \"apex\", \"writers\": {writers}, \"codec\": \"{}\", \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"insert_max_ms\": {:.1}, \"seconds\": {:.1}}}",
             codec.label(),
-            inserted as f64 / secs,
-            sampled as f64 / secs,
-            percentile(&lat, 0.5) * 1e3,
-            percentile(&lat, 0.99) * 1e3,
+            m.insert_per_sec,
+            m.sample_per_sec,
+            m.p50_ms,
+            m.p99_ms,
+            m.max_ms,
+            m.seconds,
         );
     }
+    // The same load with a checkpoint of the full replay in the middle.
+    let writers = 8;
+    let m = measure(&client, &frames, codec, writers, &a, true).await?;
+    println!(
+        "{{\"system\": \"apex\", \"phase\": \"checkpoint\", \"writers\": {writers}, \"codec\": \"{}\", \"checkpoint_ms\": {:.0}, \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"insert_max_ms\": {:.1}}}",
+        codec.label(),
+        m.checkpoint_ms,
+        m.insert_per_sec,
+        m.sample_per_sec,
+        m.p50_ms,
+        m.p99_ms,
+        m.max_ms,
+    );
     drop(server);
+    let _ = std::fs::remove_dir_all(&checkpoints);
     Ok(())
+}
+
+struct Measured {
+    insert_per_sec: f64,
+    sample_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    seconds: f64,
+    checkpoint_ms: f64,
+}
+
+/// `writers` writers and the samplers for `a.seconds` after a warm-up
+/// second; with `checkpoint`, a checkpoint is asked for halfway.
+async fn measure(
+    client: &ReplayClient<Channel>,
+    frames: &Arc<Frames>,
+    codec: apex_proto::v1::Codec,
+    writers: usize,
+    a: &ReplayServiceBenchArgs,
+    checkpoint: bool,
+) -> Result<Measured> {
+    let tally = Arc::new(Tally::default());
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            tokio::spawn(writer(
+                client.clone(),
+                frames.clone(),
+                codec,
+                w as u32,
+                w * 389,
+                None,
+                tally.clone(),
+            ))
+        })
+        .collect();
+    let sampling: Vec<_> = (0..a.sample_streams)
+        .map(|_| tokio::spawn(sampler(client.clone(), a.batch, tally.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (i0, s0, t0) = (
+        tally.inserted.load(Ordering::Relaxed),
+        tally.sampled.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    tally.insert_latency.lock().expect("lock").clear();
+    let window = Duration::from_secs_f64(a.seconds);
+    let mut checkpoint_ms = f64::NAN;
+    if checkpoint {
+        tokio::time::sleep(window / 2).await;
+        let c = Instant::now();
+        client.clone().checkpoint(CheckpointRequest {}).await?;
+        checkpoint_ms = c.elapsed().as_secs_f64() * 1e3;
+        tokio::time::sleep(window.saturating_sub(t0.elapsed())).await;
+    } else {
+        tokio::time::sleep(window).await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let inserted = tally.inserted.load(Ordering::Relaxed) - i0;
+    let sampled = tally.sampled.load(Ordering::Relaxed) - s0;
+    let mut lat = tally.insert_latency.lock().expect("lock").clone();
+    tally.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    for s in sampling {
+        s.await??;
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(Measured {
+        insert_per_sec: inserted as f64 / seconds,
+        sample_per_sec: sampled as f64 / seconds,
+        p50_ms: percentile(&lat, 0.5) * 1e3,
+        p99_ms: percentile(&lat, 0.99) * 1e3,
+        max_ms: lat.last().copied().unwrap_or(f64::NAN) * 1e3,
+        seconds,
+        checkpoint_ms,
+    })
 }
