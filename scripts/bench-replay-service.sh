@@ -39,11 +39,12 @@ for line in open(sys.argv[1]):
     if r.get("metric") == "bytes_per_transition":
         runs[(system, "bytes_per_transition")].append(r["bytes_per_transition"])
         continue
-    for k in ("insert_per_sec", "sample_per_sec", "insert_p50_ms", "insert_p99_ms"):
+    phase = r.get("phase", "load")
+    for k in ("insert_per_sec", "sample_per_sec", "insert_p50_ms", "insert_p99_ms", "insert_max_ms", "checkpoint_ms"):
         if k in r:
-            runs[(system, f"{k} writers={r['writers']}")].append(r[k])
+            runs[(system, f"{phase} {k} writers={r['writers']}")].append(r[k])
 med = {k: statistics.median(v) for k, v in runs.items()}
-print(f"\nmedians over {sys.argv[1]} ({max(len(v) for v in runs.values())} rounds)")
+print(f"\nmedians over {max(len(v) for v in runs.values())} rounds")
 for (system, what), v in sorted(med.items()):
     print(f"  {system:12s} {what:32s} {v:12.2f}")
 print("\nratios (apex / reverb; memory: reverb / apex)")
