@@ -138,6 +138,9 @@ impl Frames {
 struct Tally {
     inserted: AtomicU64,
     sampled: AtomicU64,
+    /// Encoded sample responses, and how many.
+    sample_bytes: AtomicU64,
+    samples: AtomicU64,
     insert_latency: Mutex<Vec<f64>>,
     stop: AtomicBool,
 }
@@ -236,6 +239,10 @@ async fn sampler(mut client: ReplayClient<Channel>, batch: u32, tally: Arc<Tally
             .await?
             .into_inner();
         let n = r.ids.len() as u64;
+        tally
+            .sample_bytes
+            .fetch_add(prost::Message::encoded_len(&r) as u64, Ordering::Relaxed);
+        tally.samples.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
             apex_proto::sample_frames::observations(&r).map(|_| ())
         })
@@ -259,7 +266,8 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
         .local_addr()?
         .port();
     let exe = std::env::current_exe()?;
-    let checkpoints = std::env::temp_dir().join(format!("apex-bench-replay-{}", std::process::id()));
+    let checkpoints =
+        std::env::temp_dir().join(format!("apex-bench-replay-{}", std::process::id()));
     let server = ServerProcess {
         child: Command::new(exe)
             .args(["replay-server", "--listen", &format!("127.0.0.1:{port}")])
@@ -271,7 +279,10 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
                 "0",
             ])
             .args(["--metrics-addr", "127.0.0.1:0"])
-            .args(["--checkpoint-dir", checkpoints.to_str().context("a UTF-8 temp path")?])
+            .args([
+                "--checkpoint-dir",
+                checkpoints.to_str().context("a UTF-8 temp path")?,
+            ])
             .args(["--checkpoint-every-secs", "0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -327,7 +338,7 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
     for &writers in &a.writers {
         let m = measure(&client, &frames, codec, writers, &a, false).await?;
         println!(
-            "{{\"system\": \"apex\", \"writers\": {writers}, \"codec\": \"{}\", \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"insert_max_ms\": {:.1}, \"seconds\": {:.1}}}",
+            "{{\"system\": \"apex\", \"writers\": {writers}, \"codec\": \"{}\", \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"insert_max_ms\": {:.1}, \"seconds\": {:.1}, \"sample_wire_bytes\": {:.0}, \"sample_raw_bytes\": {}}}",
             codec.label(),
             m.insert_per_sec,
             m.sample_per_sec,
@@ -335,6 +346,9 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
             m.p99_ms,
             m.max_ms,
             m.seconds,
+            m.sample_bytes,
+            // The same batch as stacked observations, uncompressed.
+            a.batch as usize * 2 * frames.stacks[0].len(),
         );
     }
     // The same load with a checkpoint of the full replay in the middle.
@@ -356,6 +370,8 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
 }
 
 struct Measured {
+    /// Mean encoded size of a sampled batch.
+    sample_bytes: f64,
     insert_per_sec: f64,
     sample_per_sec: f64,
     p50_ms: f64,
@@ -423,6 +439,8 @@ async fn measure(
     }
     lat.sort_by(f64::total_cmp);
     Ok(Measured {
+        sample_bytes: tally.sample_bytes.load(Ordering::Relaxed) as f64
+            / tally.samples.load(Ordering::Relaxed).max(1) as f64,
         insert_per_sec: inserted as f64 / seconds,
         sample_per_sec: sampled as f64 / seconds,
         p50_ms: percentile(&lat, 0.5) * 1e3,
