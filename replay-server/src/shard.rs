@@ -157,13 +157,24 @@ impl Shard {
         ShardContents {
             first: self.first,
             next: self.next,
-            items: (self.first..self.next)
-                .map(|seq| {
-                    let (item, w) = self.get(seq).expect("held");
-                    (item.clone(), w)
-                })
-                .collect(),
+            items: self.copy(self.first, self.len()),
         }
+    }
+
+    /// Sequence numbers held: first..next.
+    pub fn span(&self) -> (u64, u64) {
+        (self.first, self.next)
+    }
+
+    /// Up to `max` items (with weights) from sequence number `from` on.
+    pub fn copy(&self, from: u64, max: usize) -> Vec<(Item, f64)> {
+        (from.max(self.first)..self.next)
+            .take(max)
+            .map(|seq| {
+                let (item, w) = self.get(seq).expect("held");
+                (item.clone(), w)
+            })
+            .collect()
     }
 
     /// A shard holding `contents` (the newest `capacity` items if more).

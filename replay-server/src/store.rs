@@ -381,16 +381,48 @@ impl Store {
             .map(|(item, w)| (item.clone(), w))
     }
 
-    /// A copy of everything, one shard at a time: each shard is locked only
-    /// while its item handles are copied, never while frames are written out.
+    /// A copy of everything, shard by shard and slice by slice: a lock is
+    /// held only while one slice of item handles is copied (each copy touches
+    /// a frame's reference count, a cache miss apiece, so a whole shard at
+    /// once would hold inserts back for a noticeable time), never while frames
+    /// are written out. Items evicted while a shard is being copied are left
+    /// out, as are items inserted after its copy began.
     pub fn contents(&self) -> Contents {
-        let shards = self.shards.iter().map(|s| s.lock().contents()).collect();
+        let shards = self.shards.iter().map(copy_shard).collect();
         Contents {
             layout: self.layout().cloned(),
             alpha: self.config.alpha,
             counters: self.counters(),
             shards,
         }
+    }
+}
+
+/// Items copied per lock while checkpointing.
+const COPY_SLICE: usize = 8_192;
+
+fn copy_shard(shard: &Mutex<Shard>) -> ShardContents {
+    let (mut first, end) = shard.lock().span();
+    let mut items: Vec<(Item, f64)> = Vec::new();
+    loop {
+        let from = first + items.len() as u64;
+        if from >= end {
+            break;
+        }
+        let guard = shard.lock();
+        let (held_from, _) = guard.span();
+        if held_from > from {
+            // Evicted since the last slice: what came before is gone too.
+            items.clear();
+            first = held_from;
+        }
+        let want = ((end - first) as usize - items.len()).min(COPY_SLICE);
+        items.extend(guard.copy(first + items.len() as u64, want));
+    }
+    ShardContents {
+        first,
+        next: first + items.len() as u64,
+        items,
     }
 }
 

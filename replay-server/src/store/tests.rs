@@ -336,3 +336,17 @@ mod model {
         }
     }
 }
+
+#[test]
+fn a_shard_copied_in_slices_equals_one_copied_at_once() {
+    let s = store(3 * COPY_SLICE, 1, 0.6);
+    let n = 3 * COPY_SLICE + 100; // the oldest 100 evicted
+    for chunk in (0..n as u32).collect::<Vec<_>>().chunks(1000) {
+        s.insert(chunk.iter().map(|&t| item(&s, t, 1.0 + t as f32)).collect());
+    }
+    let sliced = s.contents();
+    let whole = s.shards[0].lock().contents();
+    assert_eq!(sliced.shards[0], whole);
+    assert_eq!(whole.items.len(), 3 * COPY_SLICE);
+    assert_eq!(whole.first, 100);
+}
