@@ -92,13 +92,10 @@ pub fn settings(
 ) -> Result<Vec<(String, String)>, PresetError> {
     let mut out = Vec::new();
     for (section, table) in preset {
-        let flat;
+        // Keys may sit in sections or at the top.
         let entries: Vec<(&String, &toml::Value)> = match table {
             toml::Value::Table(t) => t.iter().collect(),
-            other => {
-                flat = other;
-                vec![(section, flat)]
-            }
+            value => vec![(section, value)],
         };
         for (key, value) in entries {
             let env = variable(command, &key.replace('_', "-")).ok_or_else(|| {

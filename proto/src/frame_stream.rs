@@ -48,17 +48,14 @@ impl FrameStream {
             // The usual case first: channel k was channel k + 1 a step ago.
             // The newest channel is usually new: only an unchanged screen
             // (the same frame again) is worth looking for.
-            let candidates: Vec<usize> = match prev {
-                None => Vec::new(),
-                Some(_) if last => vec![k],
-                Some(_) => (k + 1..self.channels).chain(0..=k).collect(),
-            };
             let id = prev
                 .and_then(|p| {
-                    candidates
-                        .into_iter()
-                        .find(|&j| frame(&p.obs, j) == this)
-                        .map(|j| p.ids[j])
+                    let held = |j: usize| (frame(&p.obs, j) == this).then(|| p.ids[j]);
+                    if last {
+                        held(k)
+                    } else {
+                        (k + 1..self.channels).chain(0..=k).find_map(held)
+                    }
                 })
                 .or_else(|| {
                     let earlier = if last && k > 0 { k - 1..k } else { 0..k };

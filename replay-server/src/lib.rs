@@ -142,12 +142,13 @@ impl Replay {
         let Some(dir) = &config.checkpoint_dir else {
             return Ok(Replay::new(config));
         };
-        let ledger_store = Store::new(config.store.clone());
+        // Frames read from a checkpoint are counted by the ledger of the store they end up in.
+        let ledger = Arc::new(frame::Ledger::default());
         for path in [checkpoint::current(dir), checkpoint::previous(dir)] {
             if !path.exists() {
                 continue;
             }
-            match checkpoint::read(&path, ledger_store.ledger()) {
+            match checkpoint::read(&path, &ledger) {
                 Ok(contents) => {
                     if contents.alpha != config.store.alpha {
                         return Err(ReplayError::AlphaMismatch {
@@ -161,7 +162,7 @@ impl Replay {
                     let store = Store::restore(
                         config.store.clone(),
                         reshard(contents, config.store.shards),
-                        ledger_store.ledger().clone(),
+                        ledger,
                     );
                     return Ok(Replay::with_store(config, store));
                 }
