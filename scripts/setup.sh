@@ -20,6 +20,24 @@ if ! command -v c++ >/dev/null || [ ! -e /usr/include/zlib.h ]; then
   fi
 fi
 
+# apex plot reads DejaVu Sans at run time (no fontconfig or freetype needed);
+# only plotting needs it, so its absence is a warning.
+have_font() {
+  for f in /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/dejavu/DejaVuSans.ttf \
+           /usr/share/fonts/TTF/DejaVuSans.ttf; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
+}
+if ! have_font; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    say "installing the DejaVu fonts for apex plot (apt)"
+    apt-get update -qq && apt-get install -y -qq fonts-dejavu-core >/dev/null
+  else
+    say "warning: apex plot needs the DejaVu Sans font: install fonts-dejavu-core"
+  fi
+fi
+
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null; then
   say "error: python 3.10 or newer is needed (set PYTHON=/path/to/python3)"; exit 1

@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apex_env::{EnvError, EnvSpec, Environment};
+use apex_env::{EnvError, EnvSpec, Environment, GameSummary};
 use apex_model::{Arch, QNetConfig};
 use apex_proto::frame_stream::{FrameStream, NamedObs};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
-use apex_proto::v1::{Codec, Transition, WeightsRequest};
+use apex_proto::v1::{Codec, Frame, Transition, WeightsRequest};
 use apex_proto::MAX_MESSAGE_BYTES;
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -85,19 +85,30 @@ pub struct ActorStats {
     pub transitions_acknowledged: Arc<AtomicU64>,
     pub weights_version: AtomicU64,
     recent_scores: Mutex<VecDeque<i64>>,
+    finished: Mutex<VecDeque<GameSummary>>,
 }
+
+/// How long a stopping actor waits for its last batches' acknowledgements.
+const FINISH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Games kept for the recent mean score.
 const RECENT_GAMES: usize = 100;
+/// Finished games kept for [`ActorStats::take_finished`] when nobody takes them.
+const UNREAD_GAMES: usize = 10_000;
 
 impl ActorStats {
-    fn record_game(&self, score: i64) {
+    fn record_game(&self, game: GameSummary) {
         self.episodes.fetch_add(1, Ordering::Relaxed);
         let mut recent = self.recent_scores.lock().expect("scores lock poisoned");
         if recent.len() == RECENT_GAMES {
             recent.pop_front();
         }
-        recent.push_back(score);
+        recent.push_back(game.raw_score);
+        let mut finished = self.finished.lock().expect("games lock poisoned");
+        if finished.len() == UNREAD_GAMES {
+            finished.pop_front();
+        }
+        finished.push_back(game);
     }
 
     /// Raw scores of the latest games, oldest first.
@@ -109,6 +120,15 @@ impl ActorStats {
             .copied()
             .collect()
     }
+
+    /// Games finished since the last call (training games: they explore).
+    pub fn take_finished(&self) -> Vec<GameSummary> {
+        self.finished
+            .lock()
+            .expect("games lock poisoned")
+            .drain(..)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,19 +137,28 @@ pub struct ActorReport {
     pub episodes: u64,
 }
 
+/// Weights as the learner published them.
+#[derive(Debug, Clone)]
+pub struct FetchedWeights {
+    pub version: u64,
+    /// The learner's gradient updates behind them.
+    pub updates: u64,
+    pub data: Vec<u8>,
+}
+
 /// Fetches weights newer than `have`; `None` when there are none.
-async fn fetch_weights(
+pub async fn fetch_weights(
     params: &mut ParametersClient<Channel>,
     have: u64,
-) -> Result<Option<(u64, Vec<u8>)>, tonic::Status> {
+) -> Result<Option<FetchedWeights>, tonic::Status> {
     let mut chunks = params
         .get_weights(WeightsRequest { have_version: have })
         .await?
         .into_inner();
-    let (mut version, mut total, mut data) = (0, 0, Vec::new());
+    let (mut version, mut updates, mut total, mut data) = (0, 0, 0, Vec::new());
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
-        (version, total) = (chunk.version, chunk.total_bytes);
+        (version, updates, total) = (chunk.version, chunk.updates, chunk.total_bytes);
         data.extend_from_slice(&chunk.data);
     }
     if version == 0 {
@@ -141,7 +170,11 @@ async fn fetch_weights(
             data.len()
         )));
     }
-    Ok(Some((version, data)))
+    Ok(Some(FetchedWeights {
+        version,
+        updates,
+        data,
+    }))
 }
 
 /// Plays until `shutdown` or `max_env_steps`.
@@ -162,12 +195,14 @@ pub async fn run(
         .collect::<Result<_, _>>()?;
     let obs_shape = envs[0].obs_shape();
     // A transition refers back to frames named up to channels + n + 2 steps
-    // of each environment earlier; the replay remembers a window of them.
+    // of each environment earlier; the replay remembers a window of them,
+    // half of which old but unchanged screens may use (FRAME_REUSE_AGE).
     let steps_back = obs_shape[0] + config.n_step + 2;
-    if (config.envs * steps_back) as u64 > apex_proto::STREAM_FRAME_WINDOW {
+    let room = (apex_proto::STREAM_FRAME_WINDOW - apex_proto::FRAME_REUSE_AGE) as usize;
+    if config.envs * steps_back > room {
         return Err(ActorError::TooManyEnvs {
             envs: config.envs,
-            most: apex_proto::STREAM_FRAME_WINDOW as usize / steps_back,
+            most: room / steps_back,
         });
     }
     let net = QNetConfig::new(
@@ -197,7 +232,11 @@ pub async fn run(
     };
     let mut params = ParametersClient::new(learner).max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Play with the learner's network from the first step.
-    let (version, weights) = loop {
+    let FetchedWeights {
+        version,
+        data: weights,
+        ..
+    } = loop {
         if let Some(w) = fetch_weights(&mut params, 0).await.map_err(learner_err)? {
             break w;
         }
@@ -259,7 +298,17 @@ pub async fn run(
     stop.cancel();
     let polled = poller.await.expect("weights poller panicked");
     outcome.map_err(replay_err)?;
-    sender.finish().await.map_err(replay_err)?;
+    if shutdown.is_cancelled() {
+        // What the server acknowledges in a few seconds is kept; the rest
+        // goes with the shutdown.
+        match tokio::time::timeout(FINISH_AT_SHUTDOWN, sender.finish()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(status)) => tracing::debug!(%status, "insert stream ended at shutdown"),
+            Err(_) => tracing::debug!("unacknowledged batches left at shutdown"),
+        }
+    } else {
+        sender.finish().await.map_err(replay_err)?;
+    }
     polled.map_err(learner_err)?;
     Ok(report(&stats))
 }
@@ -283,7 +332,11 @@ async fn poll_weights(
             _ = stop.cancelled() => return Ok(()),
             r = fetch_weights(&mut params, have) => r,
         };
-        let (version, weights) = match fetched {
+        let FetchedWeights {
+            version,
+            data: weights,
+            ..
+        } = match fetched {
             Ok(Some(w)) => w,
             Ok(None) => continue,
             // The learner may be restarting: keep playing with what we have.
@@ -424,7 +477,7 @@ impl Acting {
                 );
                 awaiting.extend(finished.drain(before..).map(|e| (j, e)));
                 if let Some(game) = step.game {
-                    self.stats.record_game(game.raw_score);
+                    self.stats.record_game(game);
                     ::metrics::counter!(metrics::EPISODES, &label()).increment(1);
                     ::metrics::histogram!(metrics::EPISODE_SCORE, &label())
                         .record(game.raw_score as f64);
@@ -439,8 +492,13 @@ impl Acting {
             if pending.len() >= c.send_batch {
                 let waited = Instant::now();
                 let batch = std::mem::take(&mut pending);
-                self.handle
-                    .block_on(self.sender.send(frames.take_frames(), batch))?;
+                send(
+                    &self.handle,
+                    &mut self.sender,
+                    frames.take_frames(),
+                    batch,
+                    stop,
+                )?;
                 ::metrics::histogram!(metrics::SEND_WAIT, &label())
                     .record(waited.elapsed().as_secs_f64());
             }
@@ -470,9 +528,39 @@ impl Acting {
             }
         }));
         if !pending.is_empty() {
-            self.handle
-                .block_on(self.sender.send(frames.take_frames(), pending))?;
+            send(
+                &self.handle,
+                &mut self.sender,
+                frames.take_frames(),
+                pending,
+                stop,
+            )?;
         }
         Ok(())
+    }
+}
+
+/// Sends a batch, waiting for room in the in-flight window. Once shutdown is
+/// asked for, the wait ends at once and a failure is no error: the replay
+/// server may be stopping too, and waiting on it would hang the shutdown.
+fn send(
+    handle: &tokio::runtime::Handle,
+    sender: &mut Sender,
+    frames: Vec<Frame>,
+    batch: Vec<Transition>,
+    stop: &CancellationToken,
+) -> Result<(), tonic::Status> {
+    let sent = handle.block_on(async {
+        tokio::select! {
+            r = sender.send(frames, batch) => r,
+            _ = stop.cancelled() => Ok(()),
+        }
+    });
+    match sent {
+        Err(status) if stop.is_cancelled() => {
+            tracing::debug!(%status, "batch not sent at shutdown");
+            Ok(())
+        }
+        r => r,
     }
 }

@@ -135,7 +135,7 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _ = apex_model::QNet::new(&vs.root(), net);
     let published = apex_learner::weights::Published::default();
-    published.publish(1, apex_model::save_weights(&vs)?);
+    published.publish(1, 0, apex_model::save_weights(&vs)?);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let replay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let params_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -3,7 +3,11 @@
 mod bench;
 mod doctor;
 mod env_cmd;
+mod evaluate;
+mod export;
+mod plot;
 mod preset;
+mod progress;
 mod replay_load;
 mod services;
 
@@ -35,6 +39,12 @@ enum Command {
     Learner(services::LearnerArgs),
     /// Play and stream transitions (as many as you like, on any machines).
     Actor(services::ActorArgs),
+    /// Evaluate the learner's newest weights, round after round, under v4 and v5.
+    Evaluator(evaluate::EvaluatorArgs),
+    /// Score a checkpoint: whole games under one protocol (--protocol v4|v5).
+    Eval(evaluate::EvalCmdArgs),
+    /// Watch a checkpoint (or a random agent) play, as an animated GIF.
+    Play(evaluate::PlayArgs),
     /// Play and inspect Atari environments.
     #[command(subcommand)]
     Env(env_cmd::EnvCommand),
@@ -43,6 +53,10 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Check that libtorch, CUDA and the ROMs are where apex expects them.
     Doctor(doctor::DoctorArgs),
+    /// Plot evaluation and training curves of a run folder as a PNG.
+    Plot(plot::PlotArgs),
+    /// Export a checkpoint's weights as safetensors for PyTorch (see scripts/apex_qnet.py).
+    Export(export::ExportArgs),
 }
 
 fn main() {
@@ -65,9 +79,14 @@ fn main() {
         Command::ReplayServer(a) => runtime().block_on(services::replay_server(a)),
         Command::Learner(a) => runtime().block_on(services::learner(a, &cli.preset)),
         Command::Actor(a) => runtime().block_on(services::actor(a)),
+        Command::Evaluator(a) => runtime().block_on(evaluate::evaluator(a)),
+        Command::Eval(a) => evaluate::eval(a),
+        Command::Play(a) => evaluate::play_cmd(a),
         Command::Env(c) => env_cmd::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Doctor(a) => doctor::run(a),
+        Command::Plot(a) => plot::run(a),
+        Command::Export(a) => export::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

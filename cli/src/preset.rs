@@ -17,10 +17,17 @@ const BUILT_IN: &[(&str, &str)] = &[
         "apex-breakout",
         include_str!("../../presets/apex-breakout.toml"),
     ),
+    (
+        "apex-breakout-gpu",
+        include_str!("../../presets/apex-breakout-gpu.toml"),
+    ),
     ("dqn-nature", include_str!("../../presets/dqn-nature.toml")),
 ];
 
+/// The preset when none is named: sized for a small CPU machine.
 pub const DEFAULT: &str = "apex-breakout";
+/// The preset when none is named and `--cuda` (or `APEX_CUDA`) asks for a GPU.
+pub const DEFAULT_GPU: &str = "apex-breakout-gpu";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PresetError {
@@ -40,19 +47,27 @@ pub enum PresetError {
 }
 
 /// The preset the command line asks for: `--preset X`, else `APEX_PRESET`,
-/// else the default. Read before clap parses, since it feeds clap's input.
+/// else the GPU default with `--cuda` (or `APEX_CUDA` set true), else the
+/// default. Read before clap parses, since it feeds clap's input.
 pub fn chosen(args: &[String]) -> String {
+    let cuda = args.iter().any(|a| a == "--cuda")
+        || std::env::var("APEX_CUDA").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "on"));
+    named(args).unwrap_or_else(|| if cuda { DEFAULT_GPU } else { DEFAULT }.to_owned())
+}
+
+/// `--preset X`, else `APEX_PRESET`.
+fn named(args: &[String]) -> Option<String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--preset" {
             if let Some(v) = it.next() {
-                return v.clone();
+                return Some(v.clone());
             }
         } else if let Some(v) = a.strip_prefix("--preset=") {
-            return v.to_owned();
+            return Some(v.to_owned());
         }
     }
-    std::env::var("APEX_PRESET").unwrap_or_else(|_| DEFAULT.to_owned())
+    std::env::var("APEX_PRESET").ok()
 }
 
 /// A built-in name, or a path to a file (anything with `/` or ending in `.toml`).
@@ -189,7 +204,11 @@ mod tests {
         let e = settings("mine.toml", &preset, &crate::Cli::command()).unwrap_err();
         assert!(e.to_string().contains("'batch_sise'"), "{e}");
         let e = load("apex-brekout").unwrap_err();
-        assert!(e.to_string().contains("apex-breakout, dqn-nature"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("apex-breakout, apex-breakout-gpu, dqn-nature"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -200,5 +219,35 @@ mod tests {
             "dqn-nature"
         );
         assert_eq!(chosen(&args(&["apex", "--preset=x.toml"])), "x.toml");
+        assert_eq!(
+            chosen(&args(&["apex", "local", "--cuda"])),
+            DEFAULT_GPU,
+            "--cuda picks the GPU preset"
+        );
+        assert_eq!(
+            chosen(&args(&[
+                "apex",
+                "local",
+                "--cuda",
+                "--preset",
+                "dqn-nature"
+            ])),
+            "dqn-nature"
+        );
+    }
+
+    #[test]
+    fn every_built_in_preset_states_its_replay_ratio() {
+        for (name, text) in BUILT_IN {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("samples_per_insert"))
+                .unwrap_or_else(|| panic!("{name} sets no samples_per_insert"));
+            assert!(line.contains("# replay ratio"), "{name}: {line}");
+            let ratio: f64 = load(name).unwrap()["replay"]["samples_per_insert"]
+                .as_float()
+                .unwrap();
+            assert!(ratio > 0.0, "{name} must hold a ratio");
+        }
     }
 }

@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use apex_actor::policy::Exploration;
 use apex_actor::{ActorConfig, ActorStats};
 use apex_env::EnvSpec;
+use apex_evaluator::{EnvSteps, EvalStats};
 use apex_learner::dqn::{DqnConfig, Optimizer};
 use apex_learner::{LearnerConfig, LearnerStats};
 use apex_model::Arch;
@@ -18,13 +19,16 @@ use apex_proto::v1::Codec;
 use apex_replay_server::limiter::RateLimit;
 use apex_replay_server::store::StoreConfig;
 use apex_replay_server::{Replay, ReplayConfig};
+use apex_telemetry::tensorboard::SummaryWriter;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::env_cmd::{GameArgs, OnOff};
+use crate::evaluate::{self, EvalArgs};
 use crate::preset;
+use crate::progress::Reporter;
 
 /// Replay storage settings ([replay] in a preset).
 #[derive(Args, Clone, Serialize)]
@@ -241,9 +245,11 @@ struct Resolved<'a> {
     learner: &'a TrainArgs,
     #[serde(skip_serializing_if = "Option::is_none")]
     actor: Option<&'a ActArgs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval: Option<&'a EvalArgs>,
 }
 
-fn arch(spec: &EnvSpec) -> Arch {
+pub fn arch(spec: &EnvSpec) -> Arch {
     match spec {
         EnvSpec::Atari(_) => Arch::Nature,
         EnvSpec::Catch(_) => Arch::Mlp { hidden: 64 },
@@ -316,7 +322,7 @@ fn actor_config(
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
-fn cancel_on_signals(token: CancellationToken) {
+pub fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -329,7 +335,7 @@ fn cancel_on_signals(token: CancellationToken) {
     });
 }
 
-fn serve_metrics(addr: Option<SocketAddr>) -> Result<()> {
+pub fn serve_metrics(addr: Option<SocketAddr>) -> Result<()> {
     if let Some(addr) = addr {
         apex_telemetry::serve_prometheus(addr)?;
     }
@@ -402,6 +408,7 @@ pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
         replay: None,
         learner: &a.train,
         actor: None,
+        eval: None,
     };
     preset::write_resolved(&a.run_dir, preset, &resolved)?;
     let shutdown = CancellationToken::new();
@@ -489,7 +496,9 @@ pub struct LocalArgs {
     act: ActArgs,
     #[command(flatten)]
     checkpoint: CheckpointArgs,
-    /// Checkpoints go here [default: runs/<game>-<time>].
+    #[command(flatten)]
+    eval: EvalArgs,
+    /// Checkpoints, eval.csv, progress.csv, TensorBoard files and GIFs go here [default: runs/<game>-<protocol>-<time>].
     #[arg(long, env = "APEX_RUN_DIR")]
     run_dir: Option<PathBuf>,
     /// Seconds between progress lines.
@@ -503,6 +512,7 @@ pub struct LocalArgs {
 pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let actors = a.local.actors;
     anyhow::ensure!(actors > 0, "--actors must be at least 1");
+    a.eval.check()?;
     let spec = a.game.spec();
     spec.probe()?; // a missing ROM fails here, before anything starts
     serve_metrics(a.metrics_addr)?;
@@ -520,8 +530,10 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         replay: Some(&a.store),
         learner: &a.train,
         actor: Some(&a.act),
+        eval: Some(&a.eval),
     };
     preset::write_resolved(&run_dir, preset, &resolved)?;
+    let tensorboard = SummaryWriter::create(&run_dir)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
 
@@ -535,43 +547,73 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         &a.checkpoint,
         Some(run_dir.join("replay")),
     ))?;
-    let replay_task = tokio::spawn(
-        replay
-            .clone()
-            .serve(replay_listener, shutdown.clone().cancelled_owned()),
-    );
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (replay, stop) = (replay.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let r = replay.serve(replay_listener, stop.cancelled_owned()).await;
+            ("replay server", r.map_err(anyhow::Error::from))
+        });
+    }
     let learner_stats = Arc::new(LearnerStats::default());
-    let learner_task = tokio::spawn(apex_learner::run(
-        learner_config(
+    {
+        let config = learner_config(
             &a.game,
             &a.net,
             &a.train,
             replay_addr.clone(),
             Some(run_dir.clone()),
-        )?,
-        learner_listener,
-        shutdown.clone(),
-        learner_stats.clone(),
-    ));
+        )?;
+        let (stop, stats) = (shutdown.clone(), learner_stats.clone());
+        tasks.spawn(async move {
+            let r = apex_learner::run(config, learner_listener, stop, stats).await;
+            ("learner", r.map(|_| ()).map_err(anyhow::Error::from))
+        });
+    }
     let actor_stats: Vec<Arc<ActorStats>> = (0..actors)
         .map(|_| Arc::new(ActorStats::default()))
         .collect();
-    let actor_tasks: Vec<_> = actor_stats
-        .iter()
-        .enumerate()
-        .map(|(i, stats)| {
-            let config = actor_config(
-                &a.game,
-                &a.net,
-                &a.act,
-                i,
-                actors,
-                replay_addr.clone(),
-                learner_addr.clone(),
-            );
-            tokio::spawn(apex_actor::run(config, shutdown.clone(), stats.clone()))
-        })
-        .collect();
+    for (i, stats) in actor_stats.iter().enumerate() {
+        let config = actor_config(
+            &a.game,
+            &a.net,
+            &a.act,
+            i,
+            actors,
+            replay_addr.clone(),
+            learner_addr.clone(),
+        );
+        let (stop, stats) = (shutdown.clone(), stats.clone());
+        tasks.spawn(async move {
+            let r = apex_actor::run(config, stop, stats).await;
+            ("actor", r.map(|_| ()).map_err(anyhow::Error::from))
+        });
+    }
+    let eval_stats = Arc::new(EvalStats::default());
+    if a.eval.enabled() {
+        let steps = {
+            let actors = actor_stats.clone();
+            EnvSteps::Local(Arc::new(move || {
+                actors
+                    .iter()
+                    .map(|a| a.env_steps.load(Ordering::Relaxed))
+                    .sum()
+            }))
+        };
+        let config = a.eval.config(
+            &a.game,
+            evaluate::net_config(&spec, a.net.dueling.into())?,
+            learner_addr.clone(),
+            steps,
+            Some(run_dir.clone()),
+            Some(tensorboard.clone()),
+        );
+        let (stop, stats) = (shutdown.clone(), eval_stats.clone());
+        tasks.spawn(async move {
+            let r = apex_evaluator::run(config, stop, stats).await;
+            ("evaluator", r.map_err(anyhow::Error::from))
+        });
+    }
     println!(
         "apex local: {} ({} actors x {} envs), replay {replay_addr}, learner {learner_addr}, run dir {}{}",
         spec.name(),
@@ -580,28 +622,33 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         run_dir.display(),
         a.metrics_addr.map(|m| format!(", metrics http://{m}/metrics")).unwrap_or_default()
     );
-    let progress = tokio::spawn(report_progress(
-        replay,
-        learner_stats,
-        actor_stats,
-        Duration::from_secs(a.log_every.max(1)),
-        shutdown.clone(),
-    ));
-
-    // The first service to stop (or fail) stops the rest.
-    let mut failure = None;
-    for task in actor_tasks {
-        if let Err(e) = task.await? {
-            failure.get_or_insert(anyhow::Error::from(e).context("actor failed"));
-            shutdown.cancel();
+    let progress = tokio::spawn(
+        Reporter {
+            replay,
+            learner: learner_stats,
+            actors: actor_stats,
+            eval: eval_stats,
+            every: Duration::from_secs(a.log_every.max(1)),
+            frame_skip: apex_evaluator::frame_skip(&spec),
+            run_dir: run_dir.clone(),
+            tensorboard: Some(tensorboard),
         }
+        .run(shutdown.clone()),
+    );
+
+    // Any part that stops (a failure, or actors reaching their step budget)
+    // stops the rest; the first failure is the one reported.
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (name, result) = joined.context("a service panicked")?;
+        if let Err(e) = result {
+            if failure.is_none() {
+                eprintln!("error: {name} failed: {e:#}; stopping everything");
+            }
+            failure.get_or_insert(e.context(format!("{name} failed")));
+        }
+        shutdown.cancel();
     }
-    // Actors end only on shutdown or their step budget; then training ends too.
-    shutdown.cancel();
-    if let Err(e) = learner_task.await? {
-        failure.get_or_insert(anyhow::Error::from(e).context("learner failed"));
-    }
-    replay_task.await?.context("replay server failed")?;
     progress.await?;
     if let Some(e) = failure {
         return Err(e);
@@ -611,57 +658,4 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         run_dir.join("checkpoint.ot").display()
     );
     Ok(())
-}
-
-async fn report_progress(
-    replay: Replay,
-    learner: Arc<LearnerStats>,
-    actors: Vec<Arc<ActorStats>>,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let start = Instant::now();
-    let (mut last_steps, mut last_updates, mut last_time) = (0u64, 0u64, Instant::now());
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let steps: u64 = actors
-            .iter()
-            .map(|a| a.env_steps.load(Ordering::Relaxed))
-            .sum();
-        let games: u64 = actors
-            .iter()
-            .map(|a| a.episodes.load(Ordering::Relaxed))
-            .sum();
-        let scores: Vec<i64> = actors.iter().flat_map(|a| a.recent_scores()).collect();
-        let updates = learner.updates.load(Ordering::Relaxed);
-        let dt = last_time.elapsed().as_secs_f64();
-        let versions: Vec<u64> = actors
-            .iter()
-            .map(|a| a.weights_version.load(Ordering::Relaxed))
-            .collect();
-        let mean_score = if scores.is_empty() {
-            "-".to_owned()
-        } else {
-            format!(
-                "{:.1}",
-                scores.iter().sum::<i64>() as f64 / scores.len() as f64
-            )
-        };
-        println!(
-            "[{:>6.0}s] env steps {steps} ({:.0}/s) | games {games}, mean raw score {mean_score} | replay {} | updates {updates} ({:.1}/s), loss {:.4}, mean Q {:.3} | weights v{} (actors v{}-v{})",
-            start.elapsed().as_secs_f64(),
-            (steps - last_steps) as f64 / dt,
-            replay.size(),
-            (updates - last_updates) as f64 / dt,
-            learner.loss(),
-            learner.mean_q(),
-            learner.version.load(Ordering::Relaxed),
-            versions.iter().min().unwrap_or(&0),
-            versions.iter().max().unwrap_or(&0),
-        );
-        (last_steps, last_updates, last_time) = (steps, updates, Instant::now());
-    }
 }

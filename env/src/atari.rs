@@ -59,6 +59,12 @@ impl AtariConfig {
     }
 }
 
+/// ALE's random seed for `seed`: never 0, which ALE takes to mean "seed
+/// from the clock" (and sticky actions would then differ from run to run).
+pub fn ale_seed(seed: u64) -> i32 {
+    (seed % (i32::MAX as u64 - 1)) as i32 + 1
+}
+
 /// One agent step's outcome.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
@@ -123,7 +129,7 @@ impl AtariEnv<Ale> {
         let ale = Ale::load(
             &rom,
             AleSettings {
-                seed: (config.seed % i32::MAX as u64) as i32,
+                seed: ale_seed(config.seed),
                 repeat_action_probability: config.protocol.repeat_action_probability(),
             },
         );

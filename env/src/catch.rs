@@ -9,7 +9,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::atari::{GameSummary, Step};
-use crate::environment::Environment;
+use crate::environment::{Environment, Screen};
+
+/// Screen pixels per Catch cell, so videos are big enough to see.
+const CELL: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatchConfig {
@@ -110,6 +113,22 @@ impl Environment for Catch {
                 frames: self.steps,
                 agent_steps: self.steps,
             }),
+        }
+    }
+
+    fn render(&self) -> Screen {
+        let (w, h) = (self.config.columns * CELL, self.config.rows * CELL);
+        let mut rgb = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                let on = self.pixels[(y / CELL) * self.config.columns + x / CELL];
+                rgb.extend_from_slice(&[on, on, on]);
+            }
+        }
+        Screen {
+            width: w,
+            height: h,
+            rgb,
         }
     }
 }

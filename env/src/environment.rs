@@ -15,6 +15,16 @@ pub trait Environment: Send {
     fn obs(&self) -> &[u8];
     /// Plays an action index; call `reset` after a step that is `done()`.
     fn step(&mut self, action: usize) -> Step;
+    /// The screen as a person sees it, for videos of play.
+    fn render(&self) -> Screen;
+}
+
+/// An RGB picture, row-major, 3 bytes per pixel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Screen {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<u8>,
 }
 
 impl Environment for AtariEnv {
@@ -36,6 +46,12 @@ impl Environment for AtariEnv {
     }
     fn step(&mut self, action: usize) -> Step {
         AtariEnv::step(self, action)
+    }
+    fn render(&self) -> Screen {
+        let (width, height) = (crate::ale::SCREEN_WIDTH, crate::ale::SCREEN_HEIGHT);
+        let mut rgb = vec![0; width * height * 3];
+        self.screen_rgb(&mut rgb);
+        Screen { width, height, rgb }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod catch;
 mod emulator;
 pub mod environment;
 pub mod frame_stack;
+pub mod gif;
 pub mod npy;
 pub mod protocol;
 pub mod record;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 
 pub use atari::{AtariConfig, AtariEnv, GameSummary, Step, FRAME_PIXELS, FRAME_SIZE};
 pub use catch::{Catch, CatchConfig};
-pub use environment::{EnvSpec, Environment};
+pub use environment::{EnvSpec, Environment, Screen};
 pub use protocol::Protocol;
 
 /// Why a game could not be started.

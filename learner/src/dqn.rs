@@ -9,6 +9,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction};
 
 use crate::batch::Batch;
+use crate::rmsprop::{clip_grad_norm, zero_grad, TfRmsProp};
 
 /// Optimization settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,19 +37,21 @@ pub enum Optimizer {
     },
 }
 
+/// The optimizer in use: libtorch's Adam, or TensorFlow's centred RMSProp
+/// (libtorch's puts epsilon elsewhere; see `rmsprop.rs`).
+enum Stepper {
+    Torch(nn::Optimizer),
+    TfRmsProp(TfRmsProp),
+}
+
 impl Optimizer {
-    fn build(self, vs: &nn::VarStore, lr: f64) -> Result<nn::Optimizer, tch::TchError> {
-        match self {
-            Optimizer::Adam { eps } => nn::Adam::default().eps(eps).build(vs, lr),
-            Optimizer::CentredRmsProp { decay, eps } => nn::RmsProp {
-                alpha: decay,
-                eps,
-                wd: 0.0,
-                momentum: 0.0,
-                centered: true,
+    fn build(self, vs: &nn::VarStore, lr: f64) -> Result<Stepper, tch::TchError> {
+        Ok(match self {
+            Optimizer::Adam { eps } => Stepper::Torch(nn::Adam::default().eps(eps).build(vs, lr)?),
+            Optimizer::CentredRmsProp { decay, eps } => {
+                Stepper::TfRmsProp(TfRmsProp::new(vs.trainable_variables(), lr, decay, eps))
             }
-            .build(vs, lr),
-        }
+        })
     }
 }
 
@@ -57,7 +60,9 @@ pub struct Dqn {
     online: QNet,
     target_vs: nn::VarStore,
     target: QNet,
-    optimizer: nn::Optimizer,
+    optimizer: Stepper,
+    /// The online network's trainable variables (shared storage).
+    vars: Vec<tch::Tensor>,
     config: DqnConfig,
     updates: u64,
 }
@@ -80,7 +85,9 @@ impl Dqn {
         target_vs.copy(&online_vs)?;
         target_vs.freeze();
         let optimizer = config.optimizer.build(&online_vs, config.learning_rate)?;
+        let vars = online_vs.trainable_variables();
         Ok(Dqn {
+            vars,
             online_vs,
             online,
             target_vs,
@@ -116,10 +123,13 @@ impl Dqn {
         });
         let per_item = q.huber_loss(&target, Reduction::None, 1.0);
         let loss = (&b.weights * per_item).mean(Kind::Float);
-        self.optimizer.zero_grad();
+        zero_grad(&mut self.vars);
         loss.backward();
-        self.optimizer.clip_grad_norm(self.config.max_grad_norm);
-        self.optimizer.step();
+        clip_grad_norm(&self.vars, self.config.max_grad_norm);
+        match &mut self.optimizer {
+            Stepper::Torch(o) => o.step(),
+            Stepper::TfRmsProp(o) => o.step(),
+        }
         self.updates += 1;
         if self.updates.is_multiple_of(self.config.target_update_every) {
             self.sync_target();

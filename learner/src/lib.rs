@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod dqn;
 mod metrics;
+pub mod rmsprop;
 pub mod weights;
 
 use std::path::PathBuf;
@@ -128,7 +129,7 @@ pub async fn run(
     }
     tracing::info!(?device, "learner starting");
     let published = Published::default();
-    published.publish(1, dqn.weights()?);
+    published.publish(1, dqn.updates(), dqn.weights()?);
     stats.version.store(1, Ordering::Relaxed);
     ::metrics::gauge!(metrics::WEIGHTS_VERSION).set(1.0);
 
@@ -258,7 +259,7 @@ fn train(
         });
         if updates.is_multiple_of(config.publish_every) {
             version += 1;
-            published.publish(version, dqn.weights()?);
+            published.publish(version, updates, dqn.weights()?);
             stats.version.store(version, Ordering::Relaxed);
             ::metrics::gauge!(metrics::WEIGHTS_VERSION).set(version as f64);
         }
@@ -267,7 +268,7 @@ fn train(
         }
     }
     version += 1;
-    published.publish(version, dqn.weights()?);
+    published.publish(version, dqn.updates(), dqn.weights()?);
     stats.version.store(version, Ordering::Relaxed);
     save(dqn)
 }

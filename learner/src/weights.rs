@@ -11,18 +11,30 @@ use bytes::Bytes;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+/// A publication: weights, their version, and the updates behind them.
+#[derive(Clone, Default)]
+pub struct Weights {
+    pub version: u64,
+    pub updates: u64,
+    pub data: Bytes,
+}
+
 /// The newest published weights; version 0 means none yet.
 #[derive(Clone, Default)]
 pub struct Published {
-    inner: Arc<RwLock<(u64, Bytes)>>,
+    inner: Arc<RwLock<Weights>>,
 }
 
 impl Published {
-    pub fn publish(&self, version: u64, weights: Vec<u8>) {
-        *self.inner.write().expect("weights lock poisoned") = (version, Bytes::from(weights));
+    pub fn publish(&self, version: u64, updates: u64, weights: Vec<u8>) {
+        *self.inner.write().expect("weights lock poisoned") = Weights {
+            version,
+            updates,
+            data: Bytes::from(weights),
+        };
     }
 
-    pub fn current(&self) -> (u64, Bytes) {
+    pub fn current(&self) -> Weights {
         self.inner.read().expect("weights lock poisoned").clone()
     }
 }
@@ -49,7 +61,11 @@ impl Parameters for ParametersService {
         request: Request<WeightsRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let have = request.into_inner().have_version;
-        let (version, data) = self.published.current();
+        let Weights {
+            version,
+            updates,
+            data,
+        } = self.published.current();
         let chunks: Vec<Result<WeightsChunk, Status>> = if version > have {
             let total = data.len() as u64;
             (0..data.len())
@@ -57,6 +73,7 @@ impl Parameters for ParametersService {
                 .map(|at| {
                     Ok(WeightsChunk {
                         version,
+                        updates,
                         total_bytes: total,
                         data: data.slice(at..(at + WEIGHTS_CHUNK_BYTES).min(data.len())),
                     })

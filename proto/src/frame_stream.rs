@@ -2,10 +2,13 @@
 //! observations. A channel already sent (stacked observations shift by one
 //! frame per step, and reset stacks repeat a frame) keeps its id; a new one
 //! gets the stream's next id and waits, encoded, for the next request.
+//! Ids are reused only while younger than [`FRAME_REUSE_AGE`], so a screen
+//! that never changes is re-sent before it leaves the server's window.
 
 use bytes::Bytes;
 
 use crate::v1::{Codec, Frame};
+use crate::FRAME_REUSE_AGE;
 
 /// One observation as the stream named it: its bytes and one frame id per channel.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,6 +44,8 @@ impl FrameStream {
     pub fn name(&mut self, prev: Option<&NamedObs>, obs: Bytes) -> NamedObs {
         let size = obs.len() / self.channels;
         let frame = |o: &Bytes, k: usize| o.slice(k * size..(k + 1) * size);
+        let oldest = self.next_id.saturating_sub(FRAME_REUSE_AGE);
+        let young = |id: &u64| *id >= oldest;
         let mut ids = Vec::with_capacity(self.channels);
         for k in 0..self.channels {
             let this = frame(&obs, k);
@@ -57,12 +62,14 @@ impl FrameStream {
                         (k + 1..self.channels).chain(0..=k).find_map(held)
                     }
                 })
+                .filter(young)
                 .or_else(|| {
                     let earlier = if last && k > 0 { k - 1..k } else { 0..k };
                     earlier
                         .into_iter()
                         .find(|&j| frame(&obs, j) == this)
                         .map(|j| ids[j])
+                        .filter(young)
                 })
                 .unwrap_or_else(|| {
                     let id = self.next_id;
@@ -121,5 +128,25 @@ mod tests {
         let d = s.name(Some(&c), stack(&[9, 9, 9, 9]));
         assert_eq!(d.ids, vec![3, 3, 3, 3]);
         assert_eq!(s.frames_named(), 4);
+    }
+
+    #[test]
+    fn an_unchanged_screen_is_sent_again_before_its_id_gets_old() {
+        let mut s = FrameStream::new(Codec::None, 4);
+        let mut still = s.name(None, stack(&[7, 7, 7, 7]));
+        let mut moving = s.name(None, stack(&[0, 0, 0, 0]));
+        for step in 1..3 * FRAME_REUSE_AGE {
+            still = s.name(Some(&still), stack(&[7, 7, 7, 7]));
+            let f = (step % 200) as u8;
+            moving = s.name(Some(&moving), stack(&[f, f, f, f]));
+            let newest = s.frames_named() - 1;
+            assert!(
+                still.ids.iter().all(|&id| newest - id <= FRAME_REUSE_AGE),
+                "step {step}: {:?} next to {newest}",
+                still.ids
+            );
+        }
+        let resent = s.take_frames().iter().filter(|f| f.data[0] == 7).count();
+        assert!(resent >= 2, "the still frame was sent {resent} times");
     }
 }

@@ -15,6 +15,13 @@ pub mod v1 {
 /// transition holds them. An actor needs about envs x (channels + n + 2).
 pub const STREAM_FRAME_WINDOW: u64 = 16_384;
 
+/// A sender names a frame it already sent by its old id only while that id
+/// is younger than this; an older one (a screen that stayed unchanged while
+/// other environments moved on) is sent again under a new id. Transitions
+/// then refer to frames at most this old when they are named, leaving the
+/// other half of the window for the time until they are sent.
+pub const FRAME_REUSE_AGE: u64 = STREAM_FRAME_WINDOW / 2;
+
 /// Batches of Atari transitions (28 KB per observation) and the weights
 /// exceed tonic's 4 MiB default; every client and server raises it to this.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;

@@ -303,8 +303,10 @@ impl Replay {
         Ok(served?)
     }
 
-    /// Waits for inserts under way, then refuses new ones.
+    /// Ends the rate limiter's waits (the other side is stopping too),
+    /// waits for inserts under way, then refuses new ones.
     async fn close_inserts(&self) {
+        self.inner.limiter.close();
         *self.inner.inserts_closed.write().await = true;
     }
 

@@ -7,7 +7,7 @@
 //! batch, so a batch may overshoot the band by its own size. Counters are
 //! atomics: checking never takes a lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -40,8 +40,19 @@ impl Side {
     }
 }
 
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// The side may go.
+    Go,
+    TimedOut,
+    /// The replay is shutting down: nobody will make room any more.
+    Closed,
+}
+
 pub struct RateLimiter {
     limit: RateLimit,
+    closed: AtomicBool,
     inserted: AtomicU64,
     sampled: AtomicU64,
     insert_ready: Notify,
@@ -58,6 +69,7 @@ impl RateLimiter {
         }
         RateLimiter {
             limit,
+            closed: AtomicBool::new(false),
             inserted: AtomicU64::new(inserted),
             sampled: AtomicU64::new(sampled),
             insert_ready: Notify::new(),
@@ -101,15 +113,31 @@ impl RateLimiter {
         self.insert_ready.notify_waiters();
     }
 
-    /// Waits until `side` may go, at most `timeout`; returns whether it may.
-    /// `size` reads the replay's current size.
-    pub async fn wait(&self, side: Side, size: impl Fn() -> usize, timeout: Duration) -> bool {
-        let ready = || match side {
-            Side::Insert => self.can_insert(),
-            Side::Sample => self.can_sample(size()),
+    /// Ends every wait, now and later, with [`Waited::Closed`]: at shutdown
+    /// the other side has stopped, so a held call would wait forever (and
+    /// with it the client that awaits its answer).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.insert_ready.notify_waiters();
+        self.sample_ready.notify_waiters();
+    }
+
+    /// Waits until `side` may go, at most `timeout`. `size` reads the
+    /// replay's current size.
+    pub async fn wait(&self, side: Side, size: impl Fn() -> usize, timeout: Duration) -> Waited {
+        let ready = || {
+            if self.closed.load(Ordering::SeqCst) {
+                Some(Waited::Closed)
+            } else {
+                let go = match side {
+                    Side::Insert => self.can_insert(),
+                    Side::Sample => self.can_sample(size()),
+                };
+                go.then_some(Waited::Go)
+            }
         };
-        if ready() {
-            return true;
+        if let Some(w) = ready() {
+            return w;
         }
         let notify = match side {
             Side::Insert => &self.insert_ready,
@@ -125,14 +153,14 @@ impl RateLimiter {
                 woken.as_mut().enable();
                 // Checked after registering, so a wake-up between the check
                 // and the wait is not lost.
-                if ready() {
-                    return;
+                if let Some(w) = ready() {
+                    return w;
                 }
                 woken.await;
             }
         })
         .await
-        .is_ok();
+        .unwrap_or(Waited::TimedOut);
         waiting.decrement(1.0);
         metrics::gauge!(m::LIMITER_WAIT, "side" => side.label())
             .increment(start.elapsed().as_secs_f64());
@@ -195,13 +223,38 @@ mod tests {
         l.inserted(100);
         l.sampled(160); // d = -60, below the floor r * min_size - e = 50
         let t = Duration::from_millis(50);
-        assert!(!l.wait(Side::Sample, || 100, t).await, "nothing came");
+        assert_eq!(l.wait(Side::Sample, || 100, t).await, Waited::TimedOut);
         let waiter = {
             let l = l.clone();
             tokio::spawn(async move { l.wait(Side::Sample, || 200, Duration::from_secs(10)).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         l.inserted(110); // d = 50: allowed
-        assert!(waiter.await.unwrap());
+        assert_eq!(waiter.await.unwrap(), Waited::Go);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_waits_on_both_sides() {
+        let l = Arc::new(limiter(Some(1.0)));
+        l.inserted(1_000); // inserts are far ahead: they wait; sampling is below min size
+        let waiters: Vec<_> = [(Side::Insert, 0), (Side::Sample, 10)]
+            .into_iter()
+            .map(|(side, size)| {
+                let l = l.clone();
+                tokio::spawn(
+                    async move { l.wait(side, move || size, Duration::from_secs(60)).await },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        l.close();
+        for w in waiters {
+            let got = tokio::time::timeout(Duration::from_secs(1), w).await;
+            assert_eq!(got.expect("the wait ended").unwrap(), Waited::Closed);
+        }
+        assert_eq!(
+            l.wait(Side::Insert, || 0, Duration::from_secs(60)).await,
+            Waited::Closed
+        );
     }
 }

@@ -17,7 +17,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::frame::{FrameData, SharedFrame};
-use crate::limiter::Side;
+use crate::limiter::{Side, Waited};
 use crate::metrics as m;
 use crate::store::{StoreError, MAX_BATCH};
 use crate::stream::StreamFrames;
@@ -50,10 +50,15 @@ fn invalid(e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+fn shutting_down() -> Status {
+    Status::unavailable("the replay server is shutting down: resend this batch when it is back")
+}
+
 async fn insert_batch(
     replay: &Replay,
     frames: &mut StreamFrames,
     req: InsertRequest,
+    client: &tokio::sync::mpsc::Sender<Result<InsertResponse, Status>>,
 ) -> Result<InsertResponse, Status> {
     let start = Instant::now();
     let layout = StreamFrames::layout(&req).map_err(invalid)?;
@@ -62,15 +67,20 @@ async fn insert_batch(
     let items = frames
         .accept(&req, &layout, store.ledger())
         .map_err(invalid)?;
-    while !replay
-        .limiter()
-        .wait(Side::Insert, || store.len(), INSERT_WAIT_SLICE)
-        .await
-    {}
+    loop {
+        let waited = tokio::select! {
+            w = replay.limiter().wait(Side::Insert, || store.len(), INSERT_WAIT_SLICE) => w,
+            // Nobody is left to read the answer: stop holding the batch.
+            _ = client.closed() => return Err(Status::cancelled("the client went away")),
+        };
+        match waited {
+            Waited::Go => break,
+            Waited::TimedOut => continue,
+            Waited::Closed => return Err(shutting_down()),
+        }
+    }
     let Some(_open) = replay.insert_gate().await else {
-        return Err(Status::unavailable(
-            "the replay server is shutting down: resend this batch when it is back",
-        ));
+        return Err(shutting_down());
     };
     let inserted = store.insert(items);
     replay.limiter().inserted(inserted);
@@ -104,7 +114,9 @@ impl ReplayRpc for ReplayService {
             let mut frames = StreamFrames::default();
             while let Some(next) = inbound.next().await {
                 let reply = match next {
-                    Ok(req) => counted("Insert", insert_batch(&replay, &mut frames, req).await),
+                    Ok(req) => {
+                        counted("Insert", insert_batch(&replay, &mut frames, req, &tx).await)
+                    }
                     Err(s) => {
                         // The actor went away; nothing to answer.
                         tracing::debug!(status = %s, "insert stream ended with an error");
@@ -142,11 +154,14 @@ impl ReplayRpc for ReplayService {
         let replay = &self.replay;
         let store = replay.store();
         let limit = replay.limiter().limit();
-        if !replay
+        let waited = replay
             .limiter()
             .wait(Side::Sample, || store.len(), replay.config().sample_timeout)
-            .await
-        {
+            .await;
+        if waited == Waited::Closed {
+            return counted("Sample", Err(shutting_down()));
+        }
+        if waited == Waited::TimedOut {
             let size = store.len();
             let why = if size < limit.min_size {
                 format!("the replay holds {size} transitions and sampling starts at {}: wait for the actors", limit.min_size)

@@ -301,4 +301,41 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, StreamError::UnknownFrame { id: 9, .. }), "{e}");
     }
+
+    #[test]
+    fn a_screen_unchanged_for_longer_than_the_window_stays_insertable() {
+        // Two environments on one stream, as an actor has them: one screen
+        // never changes (Breakout waiting for FIRE), the other moves every
+        // step, so the still frame's first id falls out of the window.
+        use apex_proto::frame_stream::FrameStream;
+        let ledger = Arc::new(Ledger::default());
+        let mut server = StreamFrames::default();
+        let mut actor = FrameStream::new(Codec::Lz4, 2);
+        let obs = |v: u8| bytes::Bytes::from(vec![v; 8]);
+        let mut still = actor.name(None, obs(7));
+        let mut moving = actor.name(None, obs(0));
+        let layout = StreamFrames::layout(&request(0..0, vec![])).unwrap();
+        for step in 1..=2 * STREAM_FRAME_WINDOW {
+            let next_still = actor.name(Some(&still), obs(7));
+            let next_moving = actor.name(Some(&moving), obs((step % 251) as u8));
+            let transitions = [(&still, &next_still), (&moving, &next_moving)]
+                .into_iter()
+                .map(|(a, b)| Transition {
+                    obs: a.ids.clone(),
+                    next_obs: b.ids.clone(),
+                    ..transition([0, 0], [0, 0])
+                })
+                .collect();
+            let req = InsertRequest {
+                frames: actor.take_frames(),
+                transitions,
+                ..request(0..0, vec![])
+            };
+            let items = server
+                .accept(&req, &layout, &ledger)
+                .unwrap_or_else(|e| panic!("step {step}: {e}"));
+            assert_eq!(frame_tags(&items[0].item), vec![7; 4]);
+            (still, moving) = (next_still, next_moving);
+        }
+    }
 }

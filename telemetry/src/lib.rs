@@ -1,6 +1,9 @@
 //! Metrics plumbing shared by every apex service: the Prometheus `/metrics`
 //! endpoint with process CPU and memory, gRPC error counts and handling
 //! times. Each crate names and describes its own metrics in its `metrics.rs`.
+//! [`tensorboard`] writes training curves as TensorBoard event files.
+
+pub mod tensorboard;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -286,3 +286,13 @@ fn stepping_a_finished_episode_is_a_bug() {
     e.step(0);
     e.step(0);
 }
+
+#[test]
+fn no_seed_asks_ale_for_a_clock_seed() {
+    // ALE seeds from the clock when given 0.
+    assert_ne!(ale_seed(0), 0);
+    assert_ne!(ale_seed(i32::MAX as u64 - 1), 0);
+    assert_ne!(ale_seed(u64::MAX), 0);
+    assert!(ale_seed(u64::MAX) > 0);
+    assert_ne!(ale_seed(1), ale_seed(2));
+}

@@ -1,0 +1,104 @@
+//! `apex plot` end to end: a PNG of the right size from a run folder's CSV
+//! files, and one clear line with exit 1 when there is nothing to plot.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn apex(args: &[&Path]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_apex"))
+        .arg("plot")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert!(
+        pixels.iter().any(|&p| p < 128),
+        "the image is blank: nothing was drawn"
+    );
+    (info.width, info.height)
+}
+
+const EVAL: &str =
+    "env_frames,wall_seconds,weights_version,updates,protocol,episodes,mean,std,median,min,max
+40000,60.0,3,100,v4,10,1.200,0.800,1.000,0.000,3.000
+40000,62.0,3,100,v5,10,0.900,0.700,1.000,0.000,2.000
+80000,120.0,6,200,v4,10,2.500,1.100,2.000,1.000,5.000
+80000,125.0,6,200,v5,10,1.600,0.900,1.500,0.000,3.000
+,180.0,9,300,v4,10,4.000,1.500,4.000,2.000,7.000
+";
+
+fn progress() -> String {
+    let mut text = String::from(
+        "wall_seconds,env_steps,env_frames,games,episodic_return,episodic_length,updates,loss,mean_q,sps\n",
+    );
+    for i in 1..=60u64 {
+        // Some intervals end no game: an empty return.
+        let ret = if i % 7 == 0 {
+            String::new()
+        } else {
+            format!("{:.2}", 1.0 + i as f64 / 20.0)
+        };
+        text.push_str(&format!(
+            "{},{},{},{},{ret},150,{},0.01,0.1,800\n",
+            i * 10,
+            i * 1000,
+            i * 4000,
+            i * 2,
+            i * 30
+        ));
+    }
+    text
+}
+
+#[test]
+fn plots_eval_and_progress_to_the_default_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("eval.csv"), EVAL).unwrap();
+    std::fs::write(dir.path().join("progress.csv"), progress()).unwrap();
+    let o = apex(&[dir.path()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(png_size(&dir.path().join("curve.png")), (1600, 600));
+}
+
+#[test]
+fn progress_alone_still_plots_to_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("progress.csv"), progress()).unwrap();
+    let out = dir.path().join("elsewhere.png");
+    let o = apex(&[dir.path(), Path::new("--out"), &out]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(png_size(&out), (1600, 600));
+    assert!(!dir.path().join("curve.png").exists());
+}
+
+/// Fails with exit 1 and a single stderr line containing `needle`.
+fn assert_clear_failure(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains(needle), "'{needle}' not in: {err}");
+}
+
+#[test]
+fn missing_or_malformed_inputs_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-run");
+    assert_clear_failure(&apex(&[&missing]), "does not exist");
+
+    assert_clear_failure(&apex(&[dir.path()]), "no eval.csv or progress.csv");
+
+    std::fs::write(
+        dir.path().join("eval.csv"),
+        EVAL.replace("2.500,1.100", "x,1.100"),
+    )
+    .unwrap();
+    assert_clear_failure(&apex(&[dir.path()]), "eval.csv line 4: mean is 'x'");
+}
