@@ -127,6 +127,8 @@ print(f"max_abs_diff={np.abs(q - want).max():.3e}")
         .unwrap_or_else(|| panic!("no difference reported: {stdout}"))
         .parse()
         .unwrap();
+    // Shown with --nocapture: how close PyTorch came.
+    eprintln!("{}", stdout.trim());
     (diff, stdout)
 }
 
