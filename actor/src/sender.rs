@@ -18,7 +18,38 @@ pub struct Sender {
     shape: Shape,
     codec: Codec,
     actor_id: u32,
-    acks: tokio::task::JoinHandle<Result<(), tonic::Status>>,
+    acks: Acks,
+}
+
+/// The task reading acknowledgements; its outcome is kept once read, since
+/// both a failed `send` and `finish` ask for it.
+enum Acks {
+    Running(tokio::task::JoinHandle<Result<(), tonic::Status>>),
+    Ended(Result<(), tonic::Status>),
+}
+
+impl Acks {
+    fn is_finished(&self) -> bool {
+        match self {
+            Acks::Running(task) => task.is_finished(),
+            Acks::Ended(_) => true,
+        }
+    }
+
+    async fn outcome(&mut self) -> Result<(), tonic::Status> {
+        if let Acks::Running(task) = self {
+            let r = task.await.unwrap_or_else(|e| {
+                Err(tonic::Status::internal(format!(
+                    "insert acknowledgements task failed: {e}"
+                )))
+            });
+            *self = Acks::Ended(r);
+        }
+        match self {
+            Acks::Ended(r) => r.clone(),
+            Acks::Running(_) => unreachable!("just awaited"),
+        }
+    }
 }
 
 impl Sender {
@@ -57,7 +88,7 @@ impl Sender {
             shape: Shape::of(shape),
             codec,
             actor_id,
-            acks,
+            acks: Acks::Running(acks),
         })
     }
 
@@ -88,21 +119,18 @@ impl Sender {
     /// Why the stream ended.
     async fn failure(&mut self) -> tonic::Status {
         self.in_flight.close();
-        match (&mut self.acks).await {
-            Ok(Err(status)) => status,
-            Ok(Ok(())) => tonic::Status::unavailable("the replay server closed the insert stream"),
-            Err(e) => tonic::Status::internal(format!("insert acknowledgements task failed: {e}")),
+        match self.acks.outcome().await {
+            Err(status) => status,
+            Ok(()) => tonic::Status::unavailable("the replay server closed the insert stream"),
         }
     }
 
     /// Waits until every sent batch is acknowledged, then closes the stream.
     pub async fn finish(self) -> Result<(), tonic::Status> {
-        drop(self.requests);
-        match self.acks.await {
-            Ok(r) => r,
-            Err(e) => Err(tonic::Status::internal(format!(
-                "insert acknowledgements task failed: {e}"
-            ))),
-        }
+        let Sender {
+            requests, mut acks, ..
+        } = self;
+        drop(requests);
+        acks.outcome().await
     }
 }

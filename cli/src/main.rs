@@ -22,10 +22,11 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Hyperparameters: a preset in presets/ (apex-breakout, dqn-nature) or a
-    /// .toml file; flags and APEX_* variables override its values.
-    #[arg(long, global = true, env = "APEX_PRESET", default_value = preset::DEFAULT)]
-    preset: String,
+    /// Hyperparameters: a preset in presets/ (apex-breakout, apex-breakout-gpu,
+    /// dqn-nature) or a .toml file [default: apex-breakout, or apex-breakout-gpu
+    /// with --cuda]; flags and APEX_* variables override its values.
+    #[arg(long, global = true, env = "APEX_PRESET")]
+    preset: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -66,6 +67,8 @@ fn main() {
         std::process::exit(2);
     }
     let cli = Cli::parse();
+    // What apply() used: --preset, APEX_PRESET, or the default for the device.
+    let preset = cli.preset.clone().unwrap_or_else(|| preset::chosen(&args));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -75,9 +78,9 @@ fn main() {
         .init();
     let runtime = || tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = match cli.command {
-        Command::Local(a) => runtime().block_on(services::local(a, &cli.preset)),
+        Command::Local(a) => runtime().block_on(services::local(a, &preset)),
         Command::ReplayServer(a) => runtime().block_on(services::replay_server(a)),
-        Command::Learner(a) => runtime().block_on(services::learner(a, &cli.preset)),
+        Command::Learner(a) => runtime().block_on(services::learner(a, &preset)),
         Command::Actor(a) => runtime().block_on(services::actor(a)),
         Command::Evaluator(a) => runtime().block_on(evaluate::evaluator(a)),
         Command::Eval(a) => evaluate::eval(a),

@@ -640,7 +640,10 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     // stops the rest; the first failure is the one reported.
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
-        let (name, result) = joined.context("a service panicked")?;
+        let (name, result) = match joined {
+            Ok(done) => done,
+            Err(e) => ("a service", Err(anyhow::anyhow!("it panicked: {e}"))),
+        };
         if let Err(e) = result {
             if failure.is_none() {
                 eprintln!("error: {name} failed: {e:#}; stopping everything");

@@ -3,26 +3,11 @@
 //! folder's eval.csv, progress.csv and TensorBoard files read back.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn apex(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_apex"))
-        .args(args)
-        .env_remove("APEX_PRESET")
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{out}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
+use common::{apex, ok, python};
 
 /// Trains Catch (50,000 agent steps over 2 actors x 4 environments, as the
 /// pipeline's learning test), evaluating greedily every 2 seconds.
@@ -88,12 +73,6 @@ fn train_catch(run: &Path) {
 /// (tag, step, value) of every scalar in the run's TensorBoard files, read
 /// with the tensorboard package's own reader.
 fn tensorboard_scalars(run: &Path) -> Vec<(String, i64, f64)> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh",
-        python.display()
-    );
     let script = r#"
 import sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -103,7 +82,7 @@ for tag in acc.Tags()["scalars"]:
     for e in acc.Scalars(tag):
         print(f"{tag} {e.step} {e.value!r}")
 "#;
-    let o = Command::new(python)
+    let o = Command::new(python())
         .args(["-c", script, run.to_str().unwrap()])
         .output()
         .unwrap();

@@ -3,7 +3,6 @@
 //! Breakout observations; bad inputs are one clear line.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use apex_env::{npy, AtariConfig, AtariEnv, Protocol};
@@ -12,29 +11,12 @@ use rand::{Rng, SeedableRng};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
 
-fn python() -> PathBuf {
-    let python = workspace().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh first",
-        python.display()
-    );
-    python
-}
+use common::{assert_clear_failure, python, workspace};
 
 fn apex(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_apex"))
-        .arg("export")
-        .args(args)
-        .output()
-        .unwrap()
+    common::apex(&[&["export"], args].concat())
 }
 
 /// `count` stacked observations from a random Breakout game.
@@ -160,14 +142,6 @@ fn pytorch_matches_apex_for_the_small_mlp() {
         "{report}"
     );
     assert!(diff <= 1e-5, "PyTorch differs by {diff}");
-}
-
-/// Fails with exit 1 and a single stderr line containing `needle`.
-fn assert_clear_failure(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
-    assert!(err.contains(needle), "'{needle}' not in: {err}");
 }
 
 #[test]

@@ -2,14 +2,16 @@
 //! files, and one clear line with exit 1 when there is nothing to plot.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+
+use common::assert_clear_failure;
 
 fn apex(args: &[&Path]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_apex"))
-        .arg("plot")
-        .args(args)
-        .output()
-        .unwrap()
+    let mut all: Vec<&std::ffi::OsStr> = vec!["plot".as_ref()];
+    all.extend(args.iter().map(|p| p.as_os_str()));
+    common::apex(&all)
 }
 
 fn png_size(path: &Path) -> (u32, u32) {
@@ -77,14 +79,6 @@ fn progress_alone_still_plots_to_out() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(png_size(&out), (1600, 600));
     assert!(!dir.path().join("curve.png").exists());
-}
-
-/// Fails with exit 1 and a single stderr line containing `needle`.
-fn assert_clear_failure(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
-    assert!(err.contains(needle), "'{needle}' not in: {err}");
 }
 
 #[test]

@@ -70,23 +70,58 @@ fn flags_beat_variables_beat_the_preset_and_the_run_records_them() {
 }
 
 #[test]
-fn the_default_preset_is_apex_breakout() {
+fn the_default_preset_fits_a_cpu_and_cuda_picks_the_gpu_preset() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let o = local(&run, "apex-breakout", &[], &["--batch-size", "32"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c = config(&run);
+    assert_eq!(get(&c, "learner", "optimizer").as_str(), Some("adam"));
+    assert_eq!(get(&c, "learner", "learning_rate").as_float(), Some(0.0001));
+    assert_eq!(
+        get(&c, "learner", "target_update_every").as_integer(),
+        Some(2000)
+    );
+    assert_eq!(
+        get(&c, "replay", "samples_per_insert").as_float(),
+        Some(4.0)
+    );
+    assert_eq!(get(&c, "actor", "n_step").as_integer(), Some(3));
+    assert_eq!(get(&c, "replay", "alpha").as_float(), Some(0.6));
+
+    // No preset named, --cuda: Ape-X's learner settings (on the CPU here
+    // when no GPU is present: the learner falls back and says so).
+    let run = dir.path().join("gpu");
+    let o = Command::new(env!("CARGO_BIN_EXE_apex"))
+        .args(["local", "--game", "catch", "--cuda", "--run-dir"])
+        .arg(&run)
+        .args([
+            "--max-env-steps",
+            "400",
+            "--min-size",
+            "50",
+            "--capacity",
+            "1000",
+        ])
+        .args(["--batch-size", "32", "--eval-episodes", "0"])
+        .args(["--metrics-addr", "127.0.0.1:0", "--log-every", "60"])
+        .env_remove("APEX_PRESET")
+        .env_remove("APEX_CUDA")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = config(&run);
+    let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(text.contains("from preset apex-breakout-gpu"), "{text}");
     assert_eq!(get(&c, "learner", "optimizer").as_str(), Some("rmsprop"));
     assert_eq!(
         get(&c, "learner", "learning_rate").as_float(),
         Some(0.0000625)
     );
     assert_eq!(
-        get(&c, "learner", "target_update_every").as_integer(),
-        Some(2500)
+        get(&c, "replay", "samples_per_insert").as_float(),
+        Some(0.8)
     );
-    assert_eq!(get(&c, "actor", "n_step").as_integer(), Some(3));
-    assert_eq!(get(&c, "replay", "alpha").as_float(), Some(0.6));
 }
 
 #[test]

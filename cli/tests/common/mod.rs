@@ -1,0 +1,55 @@
+//! What the `apex` binary's integration tests share: running the binary,
+//! the repository's Python venv, and the shape of a clear failure.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs `apex ARGS` with no preset chosen by the caller's environment.
+pub fn apex<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_apex"))
+        .args(args)
+        .env_remove("APEX_PRESET")
+        .output()
+        .unwrap()
+}
+
+/// The command's stdout, after checking that it succeeded.
+pub fn ok(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{out}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// Fails with exit 1 and a single stderr line containing `needle`.
+pub fn assert_clear_failure(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains(needle), "'{needle}' not in: {err}");
+}
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The venv's python (torch, tensorboard, safetensors); scripts/setup.sh makes it.
+pub fn python() -> PathBuf {
+    let python = workspace().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup.sh first",
+        python.display()
+    );
+    python
+}
