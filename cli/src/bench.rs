@@ -114,6 +114,8 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
+    use tokio_util::sync::CancellationToken;
+
     tch::set_num_threads(a.torch_threads);
     let spec = a.game.spec();
     let duration = Duration::from_secs_f64(a.seconds);
@@ -136,7 +138,7 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
     let _ = apex_model::QNet::new(&vs.root(), net);
     let published = apex_learner::weights::Published::default();
     published.publish(1, 0, apex_model::save_weights(&vs)?);
-    let shutdown = tokio_util::sync::CancellationToken::new();
+    let shutdown = CancellationToken::new();
     let replay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let params_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let replay_addr = format!("http://{}", replay_listener.local_addr()?);
@@ -185,7 +187,10 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
         seed: 0,
         codec: apex_proto::v1::Codec::Lz4,
     };
-    let actor = tokio::spawn(apex_actor::run(config, shutdown.clone(), stats.clone()));
+    // The actor stops first, while the replay server still takes its last
+    // batches; a server that stops first refuses them.
+    let actor_stop = CancellationToken::new();
+    let actor = tokio::spawn(apex_actor::run(config, actor_stop.clone(), stats.clone()));
     // Measure from a warm-up second after the first step (making emulators takes a while).
     while stats.env_steps.load(Ordering::Relaxed) == 0 && !actor.is_finished() {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -197,8 +202,9 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
     );
     tokio::time::sleep(duration).await;
     let rate = (stats.env_steps.load(Ordering::Relaxed) - s0) as f64 / t0.elapsed().as_secs_f64();
-    shutdown.cancel();
+    actor_stop.cancel();
     actor.await??;
+    shutdown.cancel();
     replay.await??;
     params.await??;
     println!("actor_loop_steps_per_sec envs={} {rate:.0}", a.envs);
