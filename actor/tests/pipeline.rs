@@ -81,6 +81,7 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
         beta_start: 0.4,
         beta_end: 1.0,
         beta_anneal_updates: max_updates,
+        tensorboard: None,
     }
 }
 

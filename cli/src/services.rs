@@ -282,6 +282,7 @@ fn learner_config(
         beta_start: t.beta_start,
         beta_end: t.beta_end,
         beta_anneal_updates: t.beta_anneal_updates,
+        tensorboard: None,
     })
 }
 
@@ -413,7 +414,8 @@ pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
     preset::write_resolved(&a.run_dir, preset, &resolved)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let config = learner_config(&a.game, &a.net, &a.train, a.replay, Some(a.run_dir))?;
+    let mut config = learner_config(&a.game, &a.net, &a.train, a.replay, Some(a.run_dir.clone()))?;
+    config.tensorboard = Some(SummaryWriter::create(&a.run_dir)?);
     let listener = bind(a.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "learner listening");
     let report = apex_learner::run(

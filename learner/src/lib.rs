@@ -6,6 +6,7 @@ pub mod batch;
 pub mod dqn;
 mod metrics;
 pub mod rmsprop;
+mod summaries;
 pub mod weights;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use apex_proto::v1::parameters_server::ParametersServer;
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::{SampleRequest, UpdatePrioritiesRequest};
 use apex_proto::MAX_MESSAGE_BYTES;
+use apex_telemetry::tensorboard::SummaryWriter;
 use tch::Device;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -30,7 +32,7 @@ use crate::batch::{Batch, BatchError};
 use crate::dqn::{Dqn, DqnConfig};
 use crate::weights::{ParametersService, Published};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LearnerConfig {
     /// The replay server, e.g. `http://127.0.0.1:50051`.
     pub replay_addr: String,
@@ -57,6 +59,8 @@ pub struct LearnerConfig {
     pub beta_start: f64,
     pub beta_end: f64,
     pub beta_anneal_updates: u64,
+    /// Where to write TensorBoard scalars (losses, update rate), if anywhere.
+    pub tensorboard: Option<SummaryWriter>,
 }
 
 impl LearnerConfig {
@@ -66,6 +70,9 @@ impl LearnerConfig {
         self.beta_start + (self.beta_end - self.beta_start) * progress
     }
 }
+
+/// How often a learner on its own writes TensorBoard scalars.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LearnerError {
@@ -173,6 +180,15 @@ pub async fn run(
             batch_tx,
             stop.clone(),
         ));
+        let summaries = config.tensorboard.clone().map(|writer| {
+            tokio::spawn(summaries::write(
+                client.clone(),
+                writer,
+                stats.clone(),
+                SUMMARY_EVERY,
+                stop.clone(),
+            ))
+        });
         let (prio_tx, prio_rx) = mpsc::channel(16);
         let prioritizer = tokio::spawn(send_priorities(client, prio_rx));
         let training = {
@@ -198,6 +214,9 @@ pub async fn run(
         stop.cancel();
         let _ = prefetcher.await;
         let _ = prioritizer.await;
+        if let Some(task) = summaries {
+            let _ = task.await;
+        }
         outcome
     }
     .await;
