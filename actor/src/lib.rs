@@ -71,6 +71,8 @@ pub enum ActorError {
     Learner { addr: String, status: tonic::Status },
     #[error("invalid address '{0}': use http://host:port")]
     Address(String),
+    #[error("an actor needs at least one environment: set --envs 1 or more")]
+    NoEnvs,
     #[error("{envs} environments are more than one actor can stream ({most} at most): run more actors with fewer environments each")]
     TooManyEnvs { envs: usize, most: usize },
     #[error("weights from the learner do not fit this actor's network ({0}): start both with the same environment and network settings")]
@@ -184,6 +186,9 @@ pub async fn run(
     stats: Arc<ActorStats>,
 ) -> Result<ActorReport, ActorError> {
     metrics::describe();
+    if config.envs == 0 {
+        return Err(ActorError::NoEnvs);
+    }
     let envs: Vec<Box<dyn Environment>> = (0..config.envs)
         .map(|j| {
             config.env.make(

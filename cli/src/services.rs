@@ -199,6 +199,21 @@ pub struct ActArgs {
     pub frame_codec: CodecName,
 }
 
+impl ActArgs {
+    /// Refuses settings that can never work, before anything starts.
+    fn check(&self) -> Result<()> {
+        anyhow::ensure!(self.envs > 0, "--envs must be at least 1");
+        anyhow::ensure!(self.n_step > 0, "--n-step must be at least 1");
+        anyhow::ensure!(self.send_batch > 0, "--send-batch must be at least 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.gamma),
+            "--gamma {} must be in [0, 1]",
+            self.gamma
+        );
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CodecName {
@@ -455,6 +470,7 @@ pub struct ActorArgs {
 }
 
 pub async fn actor(a: ActorArgs) -> Result<()> {
+    a.act.check()?;
     anyhow::ensure!(
         a.actor_index < a.actor_count,
         "--actor-index {} must be below --actor-count {}",
@@ -514,6 +530,7 @@ pub struct LocalArgs {
 pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let actors = a.local.actors;
     anyhow::ensure!(actors > 0, "--actors must be at least 1");
+    a.act.check()?;
     a.eval.check()?;
     let spec = a.game.spec();
     spec.probe()?; // a missing ROM fails here, before anything starts

@@ -30,6 +30,16 @@ use crate::limiter::{RateLimit, RateLimiter};
 pub use crate::service::ReplayService;
 use crate::store::{Contents, Store, StoreConfig};
 
+/// The largest priority an actor or the learner may give: far above any
+/// |TD error| of clipped rewards, and low enough that one item cannot take
+/// over the sampling mass (or the largest priority new items receive).
+pub const MAX_PRIORITY: f32 = 1.0e6;
+
+/// A priority the replay accepts: finite, in [0, MAX_PRIORITY].
+pub fn valid_priority(p: f32) -> bool {
+    (0.0..=MAX_PRIORITY).contains(&p)
+}
+
 /// How long a stopping server lets calls under way finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -81,6 +91,27 @@ pub enum ReplayError {
     },
     #[error("cannot serve gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("--min-size {min_size} is more than --capacity {capacity}: sampling would never start; lower --min-size or raise --capacity")]
+    MinSizeAboveCapacity { min_size: usize, capacity: usize },
+    #[error("--capacity {capacity} is below --shards {shards}: every shard needs room; raise --capacity")]
+    CapacityBelowShards { capacity: usize, shards: usize },
+}
+
+impl ReplayConfig {
+    /// Refuses settings that can never work, before anything starts.
+    pub fn check(&self) -> Result<(), ReplayError> {
+        let (capacity, shards) = (self.store.capacity, self.store.shards.max(1));
+        if capacity < shards {
+            return Err(ReplayError::CapacityBelowShards { capacity, shards });
+        }
+        if self.limit.min_size > capacity {
+            return Err(ReplayError::MinSizeAboveCapacity {
+                min_size: self.limit.min_size,
+                capacity,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What `checkpoint` wrote.
@@ -139,6 +170,7 @@ impl Replay {
     /// and the one before it used, so a bad file never stops the server from
     /// starting again and again; both damaged means starting empty.
     pub fn open(config: &ReplayConfig) -> Result<Self, ReplayError> {
+        config.check()?;
         let Some(dir) = &config.checkpoint_dir else {
             return Ok(Replay::new(config));
         };
@@ -346,4 +378,37 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ReplayError> {
     Replay::open(&config)?.serve(listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_can_never_work_are_refused_at_start() {
+        let mut c = ReplayConfig::in_memory(100, 101, 0.6, 0);
+        let e = Replay::open(&c).err().expect("min size above capacity");
+        assert!(
+            e.to_string()
+                .contains("--min-size 101 is more than --capacity 100"),
+            "{e}"
+        );
+        c.limit.min_size = 100;
+        assert!(Replay::open(&c).is_ok());
+        c.store.capacity = 3; // four shards
+        c.limit.min_size = 1;
+        let e = Replay::open(&c).err().expect("capacity below shards");
+        assert!(
+            e.to_string().contains("--capacity 3 is below --shards 4"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn priorities_are_capped() {
+        assert!(valid_priority(0.0) && valid_priority(MAX_PRIORITY));
+        for p in [f32::NAN, f32::INFINITY, -1.0, f32::MAX, MAX_PRIORITY * 1.01] {
+            assert!(!valid_priority(p), "{p}");
+        }
+    }
 }

@@ -235,11 +235,12 @@ impl ReplayRpc for ReplayService {
             ));
             return counted("UpdatePriorities", Err(s));
         }
-        if let Some(p) = req.priorities.iter().find(|p| !p.is_finite() || **p < 0.0) {
+        if let Some(p) = req.priorities.iter().find(|p| !crate::valid_priority(**p)) {
             return counted(
                 "UpdatePriorities",
                 Err(Status::invalid_argument(format!(
-                    "priority {p} is not a finite non-negative number"
+                    "priority {p} is not a number in [0, {}]: send |TD error|",
+                    crate::MAX_PRIORITY
                 ))),
             );
         }

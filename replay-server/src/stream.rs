@@ -42,8 +42,12 @@ pub enum StreamError {
         end: u64,
         window: u64,
     },
-    #[error("transition {index}: priority {priority} is not a finite non-negative number")]
+    #[error("transition {index}: priority {priority} is not a number in [0, {max}]: send |TD error|, or 0 for the replay's largest", max = crate::MAX_PRIORITY)]
     BadPriority { index: usize, priority: f32 },
+    #[error("transition {index}: reward {reward} is not a finite number: send the (clipped) reward the environment gave")]
+    BadReward { index: usize, reward: f32 },
+    #[error("transition {index}: discount {discount} is not in [0, 1]: send gamma^n, or 0 at a terminal")]
+    BadDiscount { index: usize, discount: f32 },
 }
 
 /// The frames an insert stream may still refer to.
@@ -116,10 +120,23 @@ impl StreamFrames {
                     });
                 }
             }
-            if !t.priority.is_finite() || t.priority < 0.0 {
+            if !crate::valid_priority(t.priority) {
                 return Err(StreamError::BadPriority {
                     index,
                     priority: t.priority,
+                });
+            }
+            if !t.reward.is_finite() {
+                return Err(StreamError::BadReward {
+                    index,
+                    reward: t.reward,
+                });
+            }
+            // NaN fails the range check too.
+            if !(0.0..=1.0).contains(&t.discount) {
+                return Err(StreamError::BadDiscount {
+                    index,
+                    discount: t.discount,
                 });
             }
         }
@@ -257,6 +274,59 @@ mod tests {
                 "priority NaN",
             ),
         ];
+        let poison = |t: Transition, needle: &'static str| (request(2..3, vec![t]), needle);
+        let good = transition([0, 1], [1, 2]);
+        let cases = cases.into_iter().chain([
+            poison(
+                Transition {
+                    priority: 1e30,
+                    ..good.clone()
+                },
+                "priority 1000000000000000000000000000000 is not a number in [0, 1000000]",
+            ),
+            poison(
+                Transition {
+                    priority: -1.0,
+                    ..good.clone()
+                },
+                "priority -1",
+            ),
+            poison(
+                Transition {
+                    reward: f32::NAN,
+                    ..good.clone()
+                },
+                "reward NaN is not a finite number",
+            ),
+            poison(
+                Transition {
+                    reward: f32::INFINITY,
+                    ..good.clone()
+                },
+                "reward inf",
+            ),
+            poison(
+                Transition {
+                    discount: f32::INFINITY,
+                    ..good.clone()
+                },
+                "discount inf is not in [0, 1]",
+            ),
+            poison(
+                Transition {
+                    discount: f32::NAN,
+                    ..good.clone()
+                },
+                "discount NaN",
+            ),
+            poison(
+                Transition {
+                    discount: -0.5,
+                    ..good
+                },
+                "discount -0.5",
+            ),
+        ]);
         for (req, needle) in cases {
             let e = s.accept(&req, &layout, &ledger).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
