@@ -86,41 +86,23 @@ pub struct ActorStats {
     pub episodes: AtomicU64,
     pub transitions_acknowledged: Arc<AtomicU64>,
     pub weights_version: AtomicU64,
-    recent_scores: Mutex<VecDeque<i64>>,
     finished: Mutex<VecDeque<GameSummary>>,
 }
 
 /// How long a stopping actor waits for its last batches' acknowledgements.
 const FINISH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
 
-/// Games kept for the recent mean score.
-const RECENT_GAMES: usize = 100;
 /// Finished games kept for [`ActorStats::take_finished`] when nobody takes them.
 const UNREAD_GAMES: usize = 10_000;
 
 impl ActorStats {
     fn record_game(&self, game: GameSummary) {
         self.episodes.fetch_add(1, Ordering::Relaxed);
-        let mut recent = self.recent_scores.lock().expect("scores lock poisoned");
-        if recent.len() == RECENT_GAMES {
-            recent.pop_front();
-        }
-        recent.push_back(game.raw_score);
         let mut finished = self.finished.lock().expect("games lock poisoned");
         if finished.len() == UNREAD_GAMES {
             finished.pop_front();
         }
         finished.push_back(game);
-    }
-
-    /// Raw scores of the latest games, oldest first.
-    pub fn recent_scores(&self) -> Vec<i64> {
-        self.recent_scores
-            .lock()
-            .expect("scores lock poisoned")
-            .iter()
-            .copied()
-            .collect()
     }
 
     /// Games finished since the last call (training games: they explore).

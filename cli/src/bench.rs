@@ -128,12 +128,8 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
 
     // A live replay server, and the learner's weights service with freshly
     // initialised weights (no training competes for the CPU).
-    let (obs_shape, actions) = spec.probe()?;
-    let arch = match spec {
-        apex_env::EnvSpec::Atari(_) => apex_model::Arch::Nature,
-        apex_env::EnvSpec::Catch(_) => apex_model::Arch::Mlp { hidden: 64 },
-    };
-    let net = apex_model::QNetConfig::new(arch, &obs_shape, actions, true);
+    let net = crate::evaluate::net_config(&spec, true)?;
+    let arch = net.arch;
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _ = apex_model::QNet::new(&vs.root(), net);
     let published = apex_learner::weights::Published::default();

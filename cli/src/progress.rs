@@ -4,12 +4,13 @@
 //! from exploring actors; the evaluator's scores are shown apart.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apex_actor::ActorStats;
+use apex_evaluator::eval_csv::open_appending;
 use apex_evaluator::EvalStats;
 use apex_learner::LearnerStats;
 use apex_replay_server::Replay;
@@ -17,6 +18,8 @@ use apex_telemetry::tensorboard::SummaryWriter;
 use tokio_util::sync::CancellationToken;
 
 pub const CSV: &str = "progress.csv";
+/// Training games behind the progress line's mean raw score.
+const RECENT_GAMES: usize = 100;
 const HEADER: &str = "wall_seconds,env_steps,env_frames,games,episodic_return,episodic_length,updates,loss,mean_q,sps";
 
 pub struct Reporter {
@@ -31,19 +34,6 @@ pub struct Reporter {
     pub tensorboard: Option<SummaryWriter>,
 }
 
-fn open_csv(dir: &Path) -> std::io::Result<std::fs::File> {
-    let path = dir.join(CSV);
-    let fresh = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    if fresh {
-        writeln!(f, "{HEADER}")?;
-    }
-    Ok(f)
-}
-
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     let (n, sum) = v.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
     (n > 0).then(|| sum / n as f64)
@@ -52,7 +42,7 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
 impl Reporter {
     pub async fn run(self, shutdown: CancellationToken) {
         let start = Instant::now();
-        let mut csv = match open_csv(&self.run_dir) {
+        let mut csv = match open_appending(&self.run_dir.join(CSV), HEADER) {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot write {CSV}; progress goes to the terminal only");
@@ -60,6 +50,7 @@ impl Reporter {
             }
         };
         let (mut last_steps, mut last_updates, mut last_time) = (0u64, 0u64, Instant::now());
+        let mut recent = std::collections::VecDeque::with_capacity(RECENT_GAMES);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -72,7 +63,12 @@ impl Reporter {
             let finished: Vec<_> = self.actors.iter().flat_map(|a| a.take_finished()).collect();
             let episodic_return = mean(finished.iter().map(|g| g.raw_score as f64));
             let episodic_length = mean(finished.iter().map(|g| g.agent_steps as f64));
-            let scores: Vec<i64> = self.actors.iter().flat_map(|a| a.recent_scores()).collect();
+            for g in &finished {
+                if recent.len() == RECENT_GAMES {
+                    recent.pop_front();
+                }
+                recent.push_back(g.raw_score as f64);
+            }
             let updates = self.learner.updates.load(Ordering::Relaxed);
             let dt = last_time.elapsed().as_secs_f64();
             let sps = (steps - last_steps) as f64 / dt;
@@ -82,8 +78,8 @@ impl Reporter {
                 .iter()
                 .map(|a| a.weights_version.load(Ordering::Relaxed))
                 .collect();
-            let recent = mean(scores.iter().map(|&s| s as f64))
-                .map_or("-".to_owned(), |m| format!("{m:.1}"));
+            let recent_mean =
+                mean(recent.iter().copied()).map_or("-".to_owned(), |m| format!("{m:.1}"));
             let eval: Vec<String> = self
                 .eval
                 .latest()
@@ -94,7 +90,7 @@ impl Reporter {
             // A closed terminal or pipe must not stop training.
             let _ = writeln!(
                 std::io::stdout(),
-                "[{wall:>6.0}s] env steps {steps} ({sps:.0}/s) | training games {games}, mean raw score {recent} | eval {} | replay {} | updates {updates} ({ups:.1}/s), loss {:.4}, mean Q {:.3} | weights v{} (actors v{}-v{})",
+                "[{wall:>6.0}s] env steps {steps} ({sps:.0}/s) | training games {games}, mean raw score {recent_mean} | eval {} | replay {} | updates {updates} ({ups:.1}/s), loss {:.4}, mean Q {:.3} | weights v{} (actors v{}-v{})",
                 if eval.is_empty() { "-".to_owned() } else { eval.join(", ") },
                 self.replay.size(),
                 self.learner.loss(),

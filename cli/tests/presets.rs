@@ -6,9 +6,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// A short Catch run: actors stop after 400 steps, which ends the run.
-fn local(run_dir: &Path, preset: &str, envs: &[(&str, &str)], extra: &[&str]) -> Output {
+/// `preset: None` names none, leaving the choice to apex.
+fn local(run_dir: &Path, preset: Option<&str>, envs: &[(&str, &str)], extra: &[&str]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_apex"));
-    c.args(["local", "--game", "catch", "--preset", preset])
+    c.args(["local", "--game", "catch"])
+        .args(preset.map(|p| ["--preset", p]).iter().flatten())
         .args(["--run-dir", run_dir.to_str().unwrap()])
         .args([
             "--max-env-steps",
@@ -23,7 +25,10 @@ fn local(run_dir: &Path, preset: &str, envs: &[(&str, &str)], extra: &[&str]) ->
     for (k, v) in envs {
         c.env(k, v);
     }
-    c.env_remove("APEX_PRESET").output().unwrap()
+    c.env_remove("APEX_PRESET")
+        .env_remove("APEX_CUDA")
+        .output()
+        .unwrap()
 }
 
 fn config(run_dir: &Path) -> toml::Table {
@@ -41,7 +46,7 @@ fn flags_beat_variables_beat_the_preset_and_the_run_records_them() {
     let run = dir.path().join("run");
     let o = local(
         &run,
-        "dqn-nature",
+        Some("dqn-nature"),
         &[("APEX_BATCH_SIZE", "16"), ("APEX_TARGET_UPDATE_EVERY", "7")],
         &["--target-update-every", "9"],
     );
@@ -64,7 +69,7 @@ fn flags_beat_variables_beat_the_preset_and_the_run_records_them() {
     // The recorded config is a preset that repeats the run's settings.
     let again = dir.path().join("again");
     let recorded = run.join("config.toml");
-    let o = local(&again, recorded.to_str().unwrap(), &[], &[]);
+    let o = local(&again, recorded.to_str(), &[], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(config(&again), c);
 }
@@ -73,7 +78,7 @@ fn flags_beat_variables_beat_the_preset_and_the_run_records_them() {
 fn the_default_preset_fits_a_cpu_and_cuda_picks_the_gpu_preset() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let o = local(&run, "apex-breakout", &[], &["--batch-size", "32"]);
+    let o = local(&run, Some("apex-breakout"), &[], &["--batch-size", "32"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c = config(&run);
     assert_eq!(get(&c, "learner", "optimizer").as_str(), Some("adam"));
@@ -92,23 +97,7 @@ fn the_default_preset_fits_a_cpu_and_cuda_picks_the_gpu_preset() {
     // No preset named, --cuda: Ape-X's learner settings (on the CPU here
     // when no GPU is present: the learner falls back and says so).
     let run = dir.path().join("gpu");
-    let o = Command::new(env!("CARGO_BIN_EXE_apex"))
-        .args(["local", "--game", "catch", "--cuda", "--run-dir"])
-        .arg(&run)
-        .args([
-            "--max-env-steps",
-            "400",
-            "--min-size",
-            "50",
-            "--capacity",
-            "1000",
-        ])
-        .args(["--batch-size", "32", "--eval-episodes", "0"])
-        .args(["--metrics-addr", "127.0.0.1:0", "--log-every", "60"])
-        .env_remove("APEX_PRESET")
-        .env_remove("APEX_CUDA")
-        .output()
-        .unwrap();
+    let o = local(&run, None, &[], &["--cuda", "--batch-size", "32"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c = config(&run);
     let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
@@ -133,7 +122,7 @@ fn bad_presets_fail_with_one_clear_line() {
         ("missing.toml", "cannot read preset missing.toml".to_owned()),
     ];
     for (preset, needle) in cases {
-        let o = local(&run, preset, &[], &[]);
+        let o = local(&run, Some(preset), &[], &[]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(err.contains(&needle), "'{needle}' not in {err}");
@@ -141,12 +130,12 @@ fn bad_presets_fail_with_one_clear_line() {
     }
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "[learner]\nbatch_sise = 3\n").unwrap();
-    let o = local(&run, typo.to_str().unwrap(), &[], &[]);
+    let o = local(&run, typo.to_str(), &[], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("unknown setting 'batch_sise'"), "{err}");
     let broken = dir.path().join("broken.toml");
     std::fs::write(&broken, "[learner\n").unwrap();
-    let o = local(&run, broken.to_str().unwrap(), &[], &[]);
+    let o = local(&run, broken.to_str(), &[], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is not valid TOML"), "{err}");
 }

@@ -1,5 +1,6 @@
 //! `eval.csv` in a run folder: one row per protocol per evaluation round,
-//! appended as rounds finish, so a resumed run extends its curve.
+//! appended as rounds finish, so a resumed run extends its curve; and the
+//! appending that the run folder's other CSV files share.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,22 +22,29 @@ pub struct EvalRow {
     pub summary: Summary,
 }
 
-/// Appends `row` to `dir/eval.csv`, writing the header to a new file.
-pub fn append(dir: &Path, row: &EvalRow) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(FILE);
-    let fresh = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+/// Opens a run folder's CSV file for appending, writing `header` first
+/// when the file is new or empty: a resumed run extends its file.
+pub fn open_appending(path: &Path, header: &str) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let fresh = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)?;
-    let s = &row.summary;
-    let mut text = String::new();
+        .open(path)?;
     if fresh {
-        text.push_str(HEADER);
-        text.push('\n');
+        writeln!(f, "{header}")?;
     }
-    text.push_str(&format!(
+    Ok(f)
+}
+
+/// Appends `row` to `dir/eval.csv`.
+pub fn append(dir: &Path, row: &EvalRow) -> std::io::Result<PathBuf> {
+    let path = dir.join(FILE);
+    let mut f = open_appending(&path, HEADER)?;
+    let s = &row.summary;
+    let text = format!(
         "{},{:.1},{},{},{},{},{:.3},{:.3},{:.3},{},{}\n",
         row.env_frames.map(|f| f.to_string()).unwrap_or_default(),
         row.wall_seconds,
@@ -49,7 +57,7 @@ pub fn append(dir: &Path, row: &EvalRow) -> std::io::Result<PathBuf> {
         s.median,
         s.min,
         s.max
-    ));
+    );
     f.write_all(text.as_bytes())?;
     f.sync_data()?;
     Ok(path)

@@ -199,10 +199,8 @@ pub async fn run(
         };
         have = weights.version;
         let round_start = Instant::now();
-        let frames = env_steps(&config.env_steps)
-            .await
-            .map(|s| s * frame_skip(&config.env));
-        let done = round(&config, weights, frames, started, &stats, &shutdown).await?;
+        let steps = env_steps(&config.env_steps).await;
+        let done = round(&config, weights, steps, started, &stats, &shutdown).await?;
         if !done {
             return Ok(());
         }
@@ -231,7 +229,7 @@ async fn sleep_or_stop(shutdown: &CancellationToken, d: Duration) -> bool {
 async fn round(
     config: &EvaluatorConfig,
     weights: FetchedWeights,
-    env_frames: Option<u64>,
+    env_steps: Option<u64>,
     started: Instant,
     stats: &EvalStats,
     shutdown: &CancellationToken,
@@ -241,6 +239,7 @@ async fn round(
         updates,
         data,
     } = weights;
+    let env_frames = env_steps.map(|s| s * frame_skip(&config.env));
     let net = config.net;
     let policy = tokio::task::spawn_blocking(move || PolicyNet::from_weights(net, &data, version))
         .await
@@ -296,7 +295,7 @@ async fn round(
         ::metrics::counter!(metrics::GAMES, &label).increment(games.len() as u64);
         ::metrics::gauge!(metrics::WEIGHTS_VERSION).set(version as f64);
         if let Some(tb) = &config.tensorboard {
-            let step = env_frames.map_or(updates as i64, |f| (f / frame_skip(&spec)) as i64);
+            let step = env_steps.unwrap_or(updates) as i64;
             let ep_len = games.iter().map(|g| g.steps as f64).sum::<f64>() / games.len() as f64;
             let mut scalars = vec![
                 (format!("eval/{protocol}/mean_reward"), summary.mean),

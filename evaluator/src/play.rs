@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use apex_actor::policy::{argmax, PolicyNet};
+use apex_actor::policy::{argmax, epsilon_greedy, PolicyNet};
 use apex_env::gif::{GifError, GifWriter};
 use apex_env::{EnvError, EnvSpec, Environment};
 use rand::{Rng, SeedableRng};
@@ -114,10 +114,11 @@ pub fn play(
         while i < slots.len() {
             let s = &mut slots[i];
             let action = match player {
-                Player::Greedy { epsilon, .. } if s.rng.gen::<f64>() >= *epsilon => {
-                    argmax(&q[i * actions..(i + 1) * actions])
+                Player::Greedy { epsilon, .. } => {
+                    let greedy = argmax(&q[i * actions..(i + 1) * actions]);
+                    epsilon_greedy(greedy, *epsilon, actions, &mut s.rng)
                 }
-                _ => s.rng.gen_range(0..actions),
+                Player::Random => s.rng.gen_range(0..actions),
             };
             s.actions.push(action as u8);
             let step = s.env.step(action);
