@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use apex_env::{EnvError, EnvSpec, Environment, GameSummary};
 use apex_model::{Arch, QNetConfig};
+use apex_proto::auth::{Channel, Token};
 use apex_proto::frame_stream::{FrameStream, NamedObs};
+use apex_proto::transport::{is_transient, with_deadline, Backoff, UNARY_DEADLINE};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::{Codec, Frame, Transition, WeightsRequest};
@@ -25,11 +27,10 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::n_step::{Emitted, End, NStep, Taken};
 use crate::policy::{argmax, epsilon_greedy, Exploration, PolicyNet};
-use crate::sender::Sender;
+use crate::sender::{Sender, StreamSpec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActorConfig {
@@ -59,6 +60,8 @@ pub struct ActorConfig {
     pub seed: u64,
     /// How frames are compressed for the replay (done here, not on the server).
     pub codec: Codec,
+    /// Sent with every call to the replay server and the learner.
+    pub token: Option<Token>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,15 +133,15 @@ pub struct FetchedWeights {
     pub data: Vec<u8>,
 }
 
-/// Fetches weights newer than `have`; `None` when there are none.
+/// Fetches the learner's weights unless they are version `have`; `None`
+/// when they are (a restarted learner may serve a lower version: it is the
+/// one training now, so it is taken).
 pub async fn fetch_weights(
     params: &mut ParametersClient<Channel>,
     have: u64,
 ) -> Result<Option<FetchedWeights>, tonic::Status> {
-    let mut chunks = params
-        .get_weights(WeightsRequest { have_version: have })
-        .await?
-        .into_inner();
+    let request = with_deadline(WeightsRequest { have_version: have }, UNARY_DEADLINE);
+    let mut chunks = params.get_weights(request).await?.into_inner();
     let (mut version, mut updates, mut total, mut data) = (0, 0, 0, Vec::new());
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
@@ -211,7 +214,7 @@ pub async fn run(
         addr: config.replay_addr.clone(),
         status,
     };
-    let Some(learner) = apex_proto::connect(&config.learner_addr, &shutdown)
+    let Some(learner) = apex_proto::connect(&config.learner_addr, config.token.as_ref(), &shutdown)
         .await
         .map_err(ActorError::Address)?
     else {
@@ -219,42 +222,54 @@ pub async fn run(
     };
     let mut params = ParametersClient::new(learner).max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Play with the learner's network from the first step.
+    let mut backoff = Backoff::default();
     let FetchedWeights {
         version,
         data: weights,
         ..
     } = loop {
-        if let Some(w) = fetch_weights(&mut params, 0).await.map_err(learner_err)? {
-            break w;
-        }
+        let wait = match fetch_weights(&mut params, 0).await {
+            Ok(Some(w)) => break w,
+            Ok(None) => Duration::from_millis(200),
+            Err(s) if is_transient(&s) => {
+                if backoff.tries() == 0 {
+                    tracing::warn!(status = %s, "waiting for the learner's first weights");
+                }
+                backoff.next_wait()
+            }
+            Err(s) => return Err(learner_err(s)),
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(report(&stats)),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     };
     let policy = PolicyNet::from_weights(net, &weights, version).map_err(ActorError::Weights)?;
 
-    let Some(replay) = apex_proto::connect(&config.replay_addr, &shutdown)
+    let Some(replay) = apex_proto::connect(&config.replay_addr, config.token.as_ref(), &shutdown)
         .await
         .map_err(ActorError::Address)?
     else {
         return Ok(report(&stats));
     };
     let replay = ReplayClient::new(replay).max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let stop = shutdown.child_token();
+    let spec = StreamSpec {
+        shape: obs_shape.clone(),
+        num_actions: envs[0].num_actions(),
+        codec: config.codec,
+        actor_id: config.actor_index as u32,
+        max_in_flight: config.max_in_flight,
+    };
     let sender = Sender::open(
         replay,
-        &obs_shape,
-        config.codec,
-        config.actor_index as u32,
-        config.max_in_flight,
+        spec,
         stats.transitions_acknowledged.clone(),
-    )
-    .await
-    .map_err(replay_err)?;
+        shutdown.clone(),
+    );
 
     let (ready_tx, ready_rx) = mpsc::channel(1);
     let refresh = Arc::new(Notify::new());
-    let stop = shutdown.child_token();
     let poller = tokio::spawn(poll_weights(
         params,
         net,
@@ -310,6 +325,7 @@ async fn poll_weights(
     ready: mpsc::Sender<PolicyNet>,
     stop: CancellationToken,
 ) -> Result<(), tonic::Status> {
+    let mut backoff = Backoff::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -326,13 +342,21 @@ async fn poll_weights(
         } = match fetched {
             Ok(Some(w)) => w,
             Ok(None) => continue,
-            // The learner may be restarting: keep playing with what we have.
-            Err(s) if s.code() == tonic::Code::Unavailable => {
+            // The learner may be restarting: keep playing with what we have,
+            // and ask again no sooner than the backoff says.
+            Err(s) if is_transient(&s) => {
                 apex_telemetry::grpc_error("GetWeights", &s);
-                continue;
+                if backoff.tries() == 0 {
+                    tracing::warn!(status = %s, "cannot fetch weights; playing on with version {have}");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff.next_wait()) => continue,
+                }
             }
             Err(s) => return Err(s),
         };
+        backoff.reset();
         let built =
             tokio::task::spawn_blocking(move || PolicyNet::from_weights(net, &weights, version))
                 .await

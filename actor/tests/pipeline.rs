@@ -82,6 +82,7 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
         beta_end: 1.0,
         beta_anneal_updates: max_updates,
         tensorboard: None,
+        token: None,
     }
 }
 
@@ -119,6 +120,7 @@ fn actor_config(
         max_env_steps: Some(steps),
         seed: 17 + index as u64,
         codec,
+        token: None,
     }
 }
 

@@ -146,7 +146,7 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
         shutdown.clone().cancelled_owned(),
     ));
     let params = tokio::spawn(
-        tonic::transport::Server::builder()
+        apex_proto::transport::server()
             .add_service(
                 apex_proto::v1::parameters_server::ParametersServer::new(
                     apex_learner::weights::ParametersService::new(published),
@@ -182,6 +182,7 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
         max_env_steps: None,
         seed: 0,
         codec: apex_proto::v1::Codec::Lz4,
+        token: None,
     };
     // The actor stops first, while the replay server still takes its last
     // batches; a server that stops first refuses them.

@@ -102,6 +102,7 @@ impl EvalArgs {
             run_dir,
             tensorboard,
             max_rounds: None,
+            token: None,
         }
     }
 }
@@ -153,6 +154,8 @@ pub struct EvaluatorArgs {
     run_dir: PathBuf,
     #[arg(long, env = "APEX_METRICS_ADDR", default_value = "0.0.0.0:9100")]
     metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    auth: crate::services::AuthArgs,
 }
 
 pub async fn evaluator(a: EvaluatorArgs) -> Result<()> {
@@ -168,14 +171,17 @@ pub async fn evaluator(a: EvaluatorArgs) -> Result<()> {
     let net = net_config(&spec, a.net.dueling.into())?;
     let tensorboard = SummaryWriter::create(&a.run_dir)?;
     let steps = a.replay.map_or(EnvSteps::Unknown, EnvSteps::Replay);
-    let config = a.eval.config(
-        &a.game,
-        net,
-        a.learner,
-        steps,
-        Some(a.run_dir),
-        Some(tensorboard),
-    );
+    let config = EvaluatorConfig {
+        token: a.auth.token()?,
+        ..a.eval.config(
+            &a.game,
+            net,
+            a.learner,
+            steps,
+            Some(a.run_dir),
+            Some(tensorboard),
+        )
+    };
     apex_evaluator::run(config, shutdown, Arc::new(EvalStats::default())).await?;
     Ok(())
 }

@@ -31,6 +31,7 @@ const STACK: usize = 4;
 const N_STEP: usize = 3;
 const SEND_BATCH: usize = 64;
 const IN_FLIGHT: usize = 4;
+const NUM_ACTIONS: u32 = 4;
 
 #[derive(Args)]
 pub struct ReplayServiceBenchArgs {
@@ -201,7 +202,7 @@ async fn writer(
                     .expect("the bootstrap observation")
                     .ids
                     .clone(),
-                action: (t % 4) as u32,
+                action: (t % NUM_ACTIONS as usize) as u32,
                 reward: 0.0,
                 discount: 0.97,
                 priority: 0.5 + (t % 7) as f32,
@@ -217,6 +218,8 @@ async fn writer(
                 actor_id: id,
                 frames: stream.take_frames(),
                 codec: codec as i32,
+                num_actions: NUM_ACTIONS,
+                ..Default::default()
             };
             if tx.send(request).await.is_err() {
                 break;
@@ -285,6 +288,8 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
             ])
             .args(["--checkpoint-every-secs", "0"])
             .env("RUST_LOG", "warn")
+            .env_remove(apex_proto::auth::TOKEN_VAR)
+            .env_remove("APEX_TOKEN_FILE")
             .stdout(Stdio::null())
             .spawn()
             .context("cannot start the replay server")?,

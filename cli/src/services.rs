@@ -15,9 +15,10 @@ use apex_evaluator::{EnvSteps, EvalStats};
 use apex_learner::dqn::{DqnConfig, Optimizer};
 use apex_learner::{LearnerConfig, LearnerStats};
 use apex_model::Arch;
+use apex_proto::auth::Token;
 use apex_proto::v1::Codec;
 use apex_replay_server::limiter::RateLimit;
-use apex_replay_server::store::StoreConfig;
+use apex_replay_server::store::{Layout, StoreConfig};
 use apex_replay_server::{Replay, ReplayConfig};
 use apex_telemetry::tensorboard::SummaryWriter;
 use clap::{Args, ValueEnum};
@@ -79,6 +80,7 @@ impl StoreArgs {
                     .then(|| Duration::from_secs(checkpoint.checkpoint_every_secs))
             }),
             checkpoint_dir: dir,
+            ..ReplayConfig::in_memory(self.capacity, self.min_size, self.alpha, seed)
         }
     }
 }
@@ -232,6 +234,21 @@ impl From<CodecName> for Codec {
     }
 }
 
+/// The shared secret of every apex service (see apex_proto::auth).
+#[derive(Args, Clone, Default)]
+pub struct AuthArgs {
+    /// A file holding the bearer token every gRPC call must carry; without
+    /// it, the variable APEX_TOKEN; with neither, the services are open.
+    #[arg(long, env = "APEX_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    pub fn token(&self) -> Result<Option<Token>> {
+        Ok(Token::configured(self.token_file.as_deref())?)
+    }
+}
+
 /// Network settings both the learner and the actors must agree on ([net]).
 #[derive(Args, Clone, Serialize)]
 pub struct NetArgs {
@@ -298,6 +315,7 @@ fn learner_config(
         beta_end: t.beta_end,
         beta_anneal_updates: t.beta_anneal_updates,
         tensorboard: None,
+        token: None,
     })
 }
 
@@ -309,6 +327,7 @@ fn actor_config(
     count: usize,
     replay: String,
     learner: String,
+    token: Option<Token>,
 ) -> ActorConfig {
     let env = game.spec();
     ActorConfig {
@@ -334,6 +353,7 @@ fn actor_config(
         max_env_steps: a.max_env_steps,
         seed: game.seed,
         codec: a.frame_codec.into(),
+        token,
     }
 }
 
@@ -380,17 +400,51 @@ pub struct ReplayArgs {
     metrics_addr: Option<SocketAddr>,
     #[arg(long, env = "APEX_SEED", default_value_t = 0)]
     seed: u64,
+    /// The observation shape every actor must send, channels first (e.g.
+    /// 4,84,84); with --num-actions it fixes the replay's layout, so no
+    /// insert can set it. Without them the first insert does.
+    #[arg(long, env = "APEX_OBS_SHAPE", value_delimiter = ',')]
+    obs_shape: Vec<usize>,
+    /// The game's action count (Breakout: 4).
+    #[arg(long, env = "APEX_NUM_ACTIONS")]
+    num_actions: Option<u32>,
+    /// How actors compress frames (with --obs-shape).
+    #[arg(long, env = "APEX_FRAME_CODEC", default_value = "lz4")]
+    frame_codec: CodecName,
+    /// Memory all insert streams' frame windows may hold together, in MiB.
+    #[arg(long, env = "APEX_STREAM_WINDOW_MB", default_value_t = 4096)]
+    stream_window_mb: usize,
+    /// Insert streams (actors) served at once, at most.
+    #[arg(long, env = "APEX_MAX_INSERT_STREAMS", default_value_t = 1024)]
+    max_insert_streams: usize,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 pub async fn replay_server(a: ReplayArgs) -> Result<()> {
+    let layout = match (a.obs_shape.is_empty(), a.num_actions) {
+        (true, None) => None,
+        (false, Some(num_actions)) => Some(Layout {
+            shape: a.obs_shape.clone(),
+            codec: a.frame_codec.into(),
+            num_actions,
+        }),
+        _ => anyhow::bail!("--obs-shape and --num-actions go together: give both or neither"),
+    };
+    let token = a.auth.token()?;
     serve_metrics(a.metrics_addr)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let listener = bind(a.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "replay server listening");
-    let config = a
-        .store
-        .replay_config(a.seed, &a.checkpoint, a.checkpoint_dir.clone());
+    tracing::info!(addr = %listener.local_addr()?, authenticated = token.is_some(), "replay server listening");
+    let config = ReplayConfig {
+        layout,
+        stream_window_bytes: a.stream_window_mb << 20,
+        max_insert_streams: a.max_insert_streams,
+        token,
+        ..a.store
+            .replay_config(a.seed, &a.checkpoint, a.checkpoint_dir.clone())
+    };
     apex_replay_server::run(config, listener, shutdown.cancelled_owned()).await?;
     Ok(())
 }
@@ -413,6 +467,8 @@ pub struct LearnerArgs {
     run_dir: PathBuf,
     #[arg(long, env = "APEX_METRICS_ADDR", default_value = "0.0.0.0:9100")]
     metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
@@ -431,6 +487,7 @@ pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
     cancel_on_signals(shutdown.clone());
     let mut config = learner_config(&a.game, &a.net, &a.train, a.replay, Some(a.run_dir.clone()))?;
     config.tensorboard = Some(SummaryWriter::create(&a.run_dir)?);
+    config.token = a.auth.token()?;
     let listener = bind(a.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "learner listening");
     let report = apex_learner::run(
@@ -467,6 +524,8 @@ pub struct ActorArgs {
     act: ActArgs,
     #[arg(long, env = "APEX_METRICS_ADDR", default_value = "0.0.0.0:9100")]
     metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 pub async fn actor(a: ActorArgs) -> Result<()> {
@@ -488,6 +547,7 @@ pub async fn actor(a: ActorArgs) -> Result<()> {
         a.actor_count,
         a.replay,
         a.learner,
+        a.auth.token()?,
     );
     let report = apex_actor::run(config, shutdown, Arc::new(ActorStats::default())).await?;
     tracing::info!(
@@ -533,7 +593,10 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     a.act.check()?;
     a.eval.check()?;
     let spec = a.game.spec();
-    spec.probe()?; // a missing ROM fails here, before anything starts
+    // A missing ROM fails here, before anything starts.
+    let (obs_shape, num_actions) = spec.probe()?;
+    // Its own secret: nothing else on this machine may talk to its services.
+    let token = Some(Token::generate());
     serve_metrics(a.metrics_addr)?;
     let run_dir = a.run_dir.clone().unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
@@ -561,11 +624,16 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let replay_addr = format!("http://{}", replay_listener.local_addr()?);
     let learner_addr = format!("http://{}", learner_listener.local_addr()?);
     // The replay persists in the run folder: resuming a run keeps its data.
-    let replay = Replay::open(&a.store.replay_config(
-        a.game.seed,
-        &a.checkpoint,
-        Some(run_dir.join("replay")),
-    ))?;
+    let replay = Replay::open(&ReplayConfig {
+        layout: Some(Layout {
+            shape: obs_shape,
+            codec: a.act.frame_codec.into(),
+            num_actions: num_actions as u32,
+        }),
+        token: token.clone(),
+        ..a.store
+            .replay_config(a.game.seed, &a.checkpoint, Some(run_dir.join("replay")))
+    })?;
     let mut tasks = tokio::task::JoinSet::new();
     {
         let (replay, stop) = (replay.clone(), shutdown.clone());
@@ -583,6 +651,10 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
             replay_addr.clone(),
             Some(run_dir.clone()),
         )?;
+        let config = LearnerConfig {
+            token: token.clone(),
+            ..config
+        };
         let (stop, stats) = (shutdown.clone(), learner_stats.clone());
         tasks.spawn(async move {
             let r = apex_learner::run(config, learner_listener, stop, stats).await;
@@ -601,6 +673,7 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
             actors,
             replay_addr.clone(),
             learner_addr.clone(),
+            token.clone(),
         );
         let (stop, stats) = (shutdown.clone(), stats.clone());
         tasks.spawn(async move {
@@ -619,14 +692,17 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
                     .sum()
             }))
         };
-        let config = a.eval.config(
-            &a.game,
-            evaluate::net_config(&spec, a.net.dueling.into())?,
-            learner_addr.clone(),
-            steps,
-            Some(run_dir.clone()),
-            Some(tensorboard.clone()),
-        );
+        let config = apex_evaluator::EvaluatorConfig {
+            token: token.clone(),
+            ..a.eval.config(
+                &a.game,
+                evaluate::net_config(&spec, a.net.dueling.into())?,
+                learner_addr.clone(),
+                steps,
+                Some(run_dir.clone()),
+                Some(tensorboard.clone()),
+            )
+        };
         let (stop, stats) = (shutdown.clone(), eval_stats.clone());
         tasks.spawn(async move {
             let r = apex_evaluator::run(config, stop, stats).await;

@@ -58,6 +58,7 @@ async fn insert(s: &mut Server, n: u64) {
     let request = InsertRequest {
         obs_shape: Some(Shape::of(&[2, 3])),
         codec: Codec::Zstd as i32,
+        num_actions: 1024,
         frames: (0..n + 2)
             .map(|id| Frame {
                 id,
@@ -75,6 +76,7 @@ async fn insert(s: &mut Server, n: u64) {
             })
             .collect(),
         actor_id: 0,
+        ..Default::default()
     };
     let mut answers = s
         .client

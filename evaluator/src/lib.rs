@@ -66,6 +66,8 @@ pub struct EvaluatorConfig {
     pub tensorboard: Option<SummaryWriter>,
     /// Stop after this many rounds.
     pub max_rounds: Option<u64>,
+    /// Sent with every call to the learner and the replay server.
+    pub token: Option<apex_proto::auth::Token>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,16 +135,22 @@ pub fn frame_skip(env: &EnvSpec) -> u64 {
     }
 }
 
-async fn env_steps(source: &EnvSteps) -> Option<u64> {
+async fn env_steps(source: &EnvSteps, token: Option<&apex_proto::auth::Token>) -> Option<u64> {
     match source {
         EnvSteps::Local(f) => Some(f()),
         EnvSteps::Replay(addr) => {
-            let channel = tonic::transport::Endpoint::from_shared(addr.clone())
+            let channel = apex_proto::transport::endpoint(addr)
                 .ok()?
                 .connect()
                 .await
                 .ok()?;
-            let info = ReplayClient::new(channel).info(InfoRequest {}).await.ok()?;
+            let channel =
+                apex_proto::auth::Channel::new(channel, apex_proto::auth::Credentials::new(token));
+            let request = apex_proto::transport::with_deadline(
+                InfoRequest {},
+                apex_proto::transport::UNARY_DEADLINE,
+            );
+            let info = ReplayClient::new(channel).info(request).await.ok()?;
             Some(info.into_inner().inserted_total)
         }
         EnvSteps::Unknown => None,
@@ -162,7 +170,7 @@ pub async fn run(
         addr: config.learner_addr.clone(),
         status,
     };
-    let Some(channel) = apex_proto::connect(&config.learner_addr, &shutdown)
+    let Some(channel) = apex_proto::connect(&config.learner_addr, config.token.as_ref(), &shutdown)
         .await
         .map_err(EvalError::Address)?
     else {
@@ -188,7 +196,7 @@ pub async fn run(
                 }
                 continue;
             }
-            Err(s) if s.code() == tonic::Code::Unavailable => {
+            Err(s) if apex_proto::transport::is_transient(&s) => {
                 apex_telemetry::grpc_error("GetWeights", &s);
                 if sleep_or_stop(&shutdown, Duration::from_secs(1)).await {
                     return Ok(());
@@ -199,7 +207,7 @@ pub async fn run(
         };
         have = weights.version;
         let round_start = Instant::now();
-        let steps = env_steps(&config.env_steps).await;
+        let steps = env_steps(&config.env_steps, config.token.as_ref()).await;
         let done = round(&config, weights, steps, started, &stats, &shutdown).await?;
         if !done {
             return Ok(());

@@ -1,15 +1,18 @@
 //! The DQN update: double-DQN targets from a target network, Huber loss
 //! weighted by importance weights, Adam or centred RMSProp, gradient-norm
-//! clipping.
+//! clipping; and the whole training state as named tensors for checkpoints.
 
-use std::path::Path;
+use std::collections::HashMap;
 
 use apex_model::{QNet, QNetConfig};
-use tch::nn::{self, OptimizerConfig};
-use tch::{Device, Kind, Reduction};
+use tch::nn;
+use tch::{Device, Kind, Reduction, Tensor};
 
+use crate::adam::Adam;
 use crate::batch::Batch;
-use crate::rmsprop::{clip_grad_norm, zero_grad, TfRmsProp};
+use crate::grad::{clip_grad_norm, zero_grad};
+use crate::rmsprop::TfRmsProp;
+use crate::state::{self, NamedTensors, StateError};
 
 /// Optimization settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,32 +40,60 @@ pub enum Optimizer {
     },
 }
 
-/// The optimizer in use: libtorch's Adam, or TensorFlow's centred RMSProp
-/// (libtorch's puts epsilon elsewhere; see `rmsprop.rs`).
+/// The optimizer in use; both are implemented here so that their state can
+/// be checkpointed (see `adam.rs` and `rmsprop.rs`).
 enum Stepper {
-    Torch(nn::Optimizer),
+    Adam(Adam),
     TfRmsProp(TfRmsProp),
 }
 
 impl Optimizer {
-    fn build(self, vs: &nn::VarStore, lr: f64) -> Result<Stepper, tch::TchError> {
-        Ok(match self {
-            Optimizer::Adam { eps } => Stepper::Torch(nn::Adam::default().eps(eps).build(vs, lr)?),
+    fn build(self, vars: Vec<Tensor>, lr: f64) -> Stepper {
+        match self {
+            Optimizer::Adam { eps } => Stepper::Adam(Adam::new(vars, lr, eps)),
             Optimizer::CentredRmsProp { decay, eps } => {
-                Stepper::TfRmsProp(TfRmsProp::new(vs.trainable_variables(), lr, decay, eps))
+                Stepper::TfRmsProp(TfRmsProp::new(vars, lr, decay, eps))
             }
-        })
+        }
+    }
+
+    /// A short name, as checkpoints record it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optimizer::Adam { .. } => "adam",
+            Optimizer::CentredRmsProp { .. } => "centred-rmsprop",
+        }
     }
 }
 
+/// An update that was not applied: its loss or gradient was not finite.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("loss {loss} or gradient norm {grad_norm} is not finite: the update was skipped")]
+pub struct NonFinite {
+    pub loss: f64,
+    pub grad_norm: f64,
+}
+
+/// A saved training state to load into a [`Dqn`]; see [`Dqn::restore`].
+pub struct Saved<'a> {
+    pub online: &'a HashMap<String, Tensor>,
+    /// None: the target starts as a copy of the online network.
+    pub target: Option<&'a HashMap<String, Tensor>>,
+    /// None: the optimizer starts afresh.
+    pub optimizer: Option<&'a HashMap<String, Tensor>>,
+    pub updates: u64,
+}
+
 pub struct Dqn {
+    net: QNetConfig,
     online_vs: nn::VarStore,
     online: QNet,
     target_vs: nn::VarStore,
     target: QNet,
     optimizer: Stepper,
-    /// The online network's trainable variables (shared storage).
-    vars: Vec<tch::Tensor>,
+    /// The online network's variables (shared storage), in name order so
+    /// that optimizer state lines up across processes.
+    vars: Vec<Tensor>,
     config: DqnConfig,
     updates: u64,
 }
@@ -84,9 +115,10 @@ impl Dqn {
         let target = QNet::new(&target_vs.root(), net);
         target_vs.copy(&online_vs)?;
         target_vs.freeze();
-        let optimizer = config.optimizer.build(&online_vs, config.learning_rate)?;
-        let vars = online_vs.trainable_variables();
+        let vars: Vec<Tensor> = sorted(&online_vs).into_iter().map(|(_, t)| t).collect();
+        let optimizer = config.optimizer.build(shallow(&vars), config.learning_rate);
         Ok(Dqn {
+            net,
             vars,
             online_vs,
             online,
@@ -106,7 +138,9 @@ impl Dqn {
         self.online_vs.device()
     }
 
-    pub fn update(&mut self, b: &Batch) -> UpdateStats {
+    /// One gradient step on `b`; none when the loss or the gradient is not
+    /// finite (a poisoned batch must not poison the weights).
+    pub fn update(&mut self, b: &Batch) -> Result<UpdateStats, NonFinite> {
         let q_all = self.online.q_values(&b.obs);
         let q = q_all
             .gather(1, &b.actions.unsqueeze(1), false)
@@ -125,9 +159,17 @@ impl Dqn {
         let loss = (&b.weights * per_item).mean(Kind::Float);
         zero_grad(&mut self.vars);
         loss.backward();
-        clip_grad_norm(&self.vars, self.config.max_grad_norm);
+        let grad_norm = clip_grad_norm(&self.vars, self.config.max_grad_norm);
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() || !grad_norm.is_finite() {
+            zero_grad(&mut self.vars);
+            return Err(NonFinite {
+                loss: loss_value,
+                grad_norm,
+            });
+        }
         match &mut self.optimizer {
-            Stepper::Torch(o) => o.step(),
+            Stepper::Adam(o) => o.step(),
             Stepper::TfRmsProp(o) => o.step(),
         }
         self.updates += 1;
@@ -136,11 +178,11 @@ impl Dqn {
         }
         let td_abs = Vec::<f32>::try_from((&target - &q).abs().detach().to_device(Device::Cpu))
             .expect("td errors are f32");
-        UpdateStats {
-            loss: loss.double_value(&[]),
+        Ok(UpdateStats {
+            loss: loss_value,
             mean_q: q.mean(Kind::Float).double_value(&[]),
             td_abs,
-        }
+        })
     }
 
     fn sync_target(&mut self) {
@@ -153,28 +195,82 @@ impl Dqn {
         apex_model::save_weights(&self.online_vs)
     }
 
-    /// Writes the online weights to `path` atomically (a temporary file, then a rename).
-    pub fn save(&self, path: &Path) -> Result<(), tch::TchError> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, self.weights()?)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+    pub fn config(&self) -> &DqnConfig {
+        &self.config
     }
 
-    /// Loads weights into both networks (a resumed run).
-    pub fn load(&mut self, path: &Path) -> Result<(), tch::TchError> {
-        let bytes = std::fs::read(path)?;
-        apex_model::load_weights(&mut self.online_vs, &bytes)?;
-        self.sync_target();
+    pub fn net(&self) -> QNetConfig {
+        self.net
+    }
+
+    /// The online network's variables by name, sorted.
+    pub fn online_state(&self) -> NamedTensors {
+        sorted(&self.online_vs)
+    }
+
+    /// The target network's variables (the online network's names).
+    pub fn target_state(&self) -> NamedTensors {
+        sorted(&self.target_vs)
+    }
+
+    /// The optimizer's running averages and step counts.
+    pub fn optimizer_state(&self) -> NamedTensors {
+        match &self.optimizer {
+            Stepper::Adam(o) => o.state(),
+            Stepper::TfRmsProp(o) => o.state(),
+        }
+    }
+
+    /// Whether both networks' weights are all finite (fit to publish or save).
+    pub fn is_finite(&self) -> bool {
+        state::all_finite(&self.online_state()) && state::all_finite(&self.target_state())
+    }
+
+    /// Loads a saved state after checking that all of it fits this network
+    /// and optimizer; on error nothing has changed.
+    pub fn restore(&mut self, saved: Saved<'_>) -> Result<(), StateError> {
+        state::check(&self.online_state(), saved.online)?;
+        if let Some(target) = saved.target {
+            state::check(&self.target_state(), target)?;
+        }
+        if let Some(optimizer) = saved.optimizer {
+            state::check(&self.optimizer_state(), optimizer)?;
+        }
+        state::copy_into(&self.online_state(), saved.online)?;
+        match saved.target {
+            Some(target) => state::copy_into(&self.target_state(), target)?,
+            None => self.sync_target(),
+        }
+        self.optimizer = self
+            .config
+            .optimizer
+            .build(shallow(&self.vars), self.config.learning_rate);
+        if let Some(optimizer) = saved.optimizer {
+            match &mut self.optimizer {
+                Stepper::Adam(o) => o.load_state(optimizer)?,
+                Stepper::TfRmsProp(o) => o.load_state(optimizer)?,
+            }
+        }
+        self.updates = saved.updates;
         Ok(())
     }
+}
+
+/// Handles on the same storage.
+fn shallow(vars: &[Tensor]) -> Vec<Tensor> {
+    vars.iter().map(Tensor::shallow_clone).collect()
+}
+
+fn sorted(vs: &nn::VarStore) -> NamedTensors {
+    let mut named: NamedTensors = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use apex_model::Arch;
-    use tch::Tensor;
 
     /// libtorch's generator is global: tests that seed it take turns, so
     /// each starts from its own seed whatever runs beside it.
@@ -217,11 +313,11 @@ mod tests {
         let net = QNetConfig::new(Arch::Mlp { hidden: 16 }, &[1, 2, 2], 2, true);
         let mut dqn = Dqn::new(net, config(), Device::Cpu).unwrap();
         let b = batch(0.75, 0.0);
-        let first = dqn.update(&b);
+        let first = dqn.update(&b).unwrap();
         for _ in 0..300 {
-            dqn.update(&b);
+            dqn.update(&b).unwrap();
         }
-        let last = dqn.update(&b);
+        let last = dqn.update(&b).unwrap();
         assert!(
             last.loss < first.loss / 100.0,
             "loss {} -> {}",
@@ -240,9 +336,9 @@ mod tests {
         let net = QNetConfig::new(Arch::Mlp { hidden: 16 }, &[1, 2, 2], 2, false);
         let mut dqn = Dqn::new(net, config(), Device::Cpu).unwrap();
         let b = batch(1.0, 0.5);
-        let mut last = dqn.update(&b);
+        let mut last = dqn.update(&b).unwrap();
         for _ in 0..1500 {
-            last = dqn.update(&b);
+            last = dqn.update(&b).unwrap();
         }
         assert!((last.mean_q - 2.0).abs() < 0.1, "Q = {}", last.mean_q);
     }
@@ -262,31 +358,89 @@ mod tests {
         };
         let mut dqn = Dqn::new(net, config, Device::Cpu).unwrap();
         let b = batch(1.0, 0.5);
-        let mut last = dqn.update(&b);
+        let mut last = dqn.update(&b).unwrap();
         for _ in 0..2000 {
-            last = dqn.update(&b);
+            last = dqn.update(&b).unwrap();
         }
         assert!((last.mean_q - 2.0).abs() < 0.1, "Q = {}", last.mean_q);
     }
 
     #[test]
-    fn checkpoints_round_trip() {
+    fn a_non_finite_loss_takes_no_step() {
         let _rng = seeded(4);
-        let dir = std::env::temp_dir().join(format!("apex-dqn-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let net = QNetConfig::new(Arch::Mlp { hidden: 8 }, &[1, 2, 2], 2, true);
-        let mut a = Dqn::new(net, config(), Device::Cpu).unwrap();
-        a.update(&batch(1.0, 0.0));
-        let path = dir.join("model.ot");
-        a.save(&path).unwrap();
-        let mut b = Dqn::new(net, config(), Device::Cpu).unwrap();
-        b.load(&path).unwrap();
-        let obs = batch(0.0, 0.0).obs;
-        assert!(a.online.q_values(&obs).equal(&b.online.q_values(&obs)));
-        assert!(
-            b.target.q_values(&obs).equal(&b.online.q_values(&obs)),
-            "a resumed target starts equal"
+        let mut dqn = Dqn::new(net, config(), Device::Cpu).unwrap();
+        let before: Vec<Tensor> = dqn.online_state().iter().map(|(_, t)| t.copy()).collect();
+        let err = dqn.update(&batch(f32::NAN, 0.0)).unwrap_err();
+        assert!(err.loss.is_nan());
+        assert_eq!(dqn.updates(), 0);
+        for ((name, now), was) in dqn.online_state().iter().zip(&before) {
+            assert!(now.equal(was), "{name} changed");
+        }
+        assert!(dqn.is_finite());
+        assert!(dqn.update(&batch(1.0, 0.0)).is_ok());
+        assert_eq!(dqn.updates(), 1);
+    }
+
+    #[test]
+    fn restore_takes_every_part_or_none() {
+        let _rng = seeded(5);
+        let net = QNetConfig::new(Arch::Mlp { hidden: 8 }, &[1, 2, 2], 2, true);
+        let config = DqnConfig {
+            target_update_every: 1000,
+            ..config()
+        };
+        let mut a = Dqn::new(net, config, Device::Cpu).unwrap();
+        for _ in 0..3 {
+            a.update(&batch(1.0, 0.0)).unwrap();
+        }
+        let map = |t: NamedTensors| -> HashMap<String, Tensor> { t.into_iter().collect() };
+        let (online, target, opt) = (
+            map(a.online_state()),
+            map(a.target_state()),
+            map(a.optimizer_state()),
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        let mut b = Dqn::new(net, config, Device::Cpu).unwrap();
+        b.restore(Saved {
+            online: &online,
+            target: Some(&target),
+            optimizer: Some(&opt),
+            updates: a.updates(),
+        })
+        .unwrap();
+        assert_eq!(b.updates(), 3);
+        for (x, y) in [
+            (a.online_state(), b.online_state()),
+            (a.target_state(), b.target_state()),
+            (a.optimizer_state(), b.optimizer_state()),
+        ] {
+            for ((name, x), (_, y)) in x.iter().zip(&y) {
+                assert!(x.equal(y), "{name}");
+            }
+        }
+        let obs = batch(0.0, 0.0).obs;
+        assert!(!b.target.q_values(&obs).equal(&b.online.q_values(&obs)));
+        // The next steps match too: the optimizer's moments came along.
+        let (ua, ub) = (
+            a.update(&batch(1.0, 0.0)).unwrap(),
+            b.update(&batch(1.0, 0.0)).unwrap(),
+        );
+        assert_eq!(ua.td_abs, ub.td_abs);
+
+        let other = QNetConfig::new(Arch::Mlp { hidden: 9 }, &[1, 2, 2], 2, true);
+        let mut c = Dqn::new(other, config, Device::Cpu).unwrap();
+        let fresh: Vec<Tensor> = c.online_state().iter().map(|(_, t)| t.copy()).collect();
+        assert!(c
+            .restore(Saved {
+                online: &online,
+                target: None,
+                optimizer: None,
+                updates: 3,
+            })
+            .is_err());
+        assert_eq!(c.updates(), 0);
+        for ((name, now), was) in c.online_state().iter().zip(&fresh) {
+            assert!(now.equal(was), "{name} changed on a failed restore");
+        }
     }
 }

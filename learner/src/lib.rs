@@ -1,34 +1,42 @@
 //! The learner: samples batches from the replay server, trains the
 //! Q-network, sends new priorities back and publishes versioned weights that
-//! actors fetch over gRPC (`apex.v1.Parameters`).
+//! actors fetch over gRPC (`apex.v1.Parameters`). It resumes its whole state
+//! from the run folder's checkpoint and rides out replay-server restarts.
 
+pub mod adam;
 pub mod batch;
+pub mod checkpoint;
 pub mod dqn;
+mod durable;
+pub mod grad;
 mod metrics;
+mod prefetch;
+mod priorities;
+mod retry;
 pub mod rmsprop;
+pub mod state;
 mod summaries;
+mod throttle;
+mod train;
 pub mod weights;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apex_model::{Arch, QNetConfig};
+use apex_proto::auth::Token;
 use apex_proto::v1::parameters_server::ParametersServer;
 use apex_proto::v1::replay_client::ReplayClient;
-use apex_proto::v1::{SampleRequest, UpdatePrioritiesRequest};
 use apex_proto::MAX_MESSAGE_BYTES;
 use apex_telemetry::tensorboard::SummaryWriter;
-use tch::Device;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-use tonic::Code;
 
-use crate::batch::{Batch, BatchError};
+use crate::checkpoint::CheckpointError;
 use crate::dqn::{Dqn, DqnConfig};
 use crate::weights::{ParametersService, Published};
 
@@ -46,7 +54,8 @@ pub struct LearnerConfig {
     pub publish_every: u64,
     /// Updates between checkpoints (one is also written at the end).
     pub checkpoint_every: u64,
-    /// Where `checkpoint.ot` lives; a run resumes from it when present.
+    /// Where `checkpoint.ot` (and `checkpoint.prev.ot`) live; a run
+    /// resumes its whole training state from them when present.
     pub run_dir: Option<PathBuf>,
     /// Train on CUDA when it is available.
     pub cuda: bool,
@@ -61,6 +70,9 @@ pub struct LearnerConfig {
     pub beta_anneal_updates: u64,
     /// Where to write TensorBoard scalars (losses, update rate), if anywhere.
     pub tensorboard: Option<SummaryWriter>,
+    /// Sent to the replay server and required of actors fetching weights
+    /// (see `apex_proto::auth`); none: calls go without, and anyone may fetch.
+    pub token: Option<Token>,
 }
 
 impl LearnerConfig {
@@ -79,13 +91,20 @@ pub enum LearnerError {
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error(transparent)]
-    Batch(#[from] BatchError),
-    #[error("replay server {addr}: {status}")]
-    Replay { addr: String, status: tonic::Status },
+    Checkpoint(#[from] CheckpointError),
+    #[error("replay server {addr} refused {call} ({code:?}: {message}): {advice}", code = .status.code(), message = .status.message())]
+    Replay {
+        addr: String,
+        call: &'static str,
+        status: tonic::Status,
+        advice: &'static str,
+    },
     #[error("invalid replay address '{0}': use http://host:port")]
     Address(String),
     #[error("serving parameters failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the network diverged: its weights are not finite after {updates} updates; lower the learning rate (or the gradient-norm clip) and resume from the last checkpoint")]
+    Diverged { updates: u64 },
 }
 
 /// Live figures for progress reports.
@@ -93,6 +112,10 @@ pub enum LearnerError {
 pub struct LearnerStats {
     pub updates: AtomicU64,
     pub version: AtomicU64,
+    /// Sampled batches dropped because they did not fit the network.
+    pub bad_batches: AtomicU64,
+    /// Updates skipped because their loss or gradient was not finite.
+    pub nonfinite_updates: AtomicU64,
     loss_bits: AtomicU64,
     mean_q_bits: AtomicU64,
 }
@@ -113,6 +136,9 @@ pub struct LearnerReport {
 }
 
 /// Trains until `shutdown` or `max_updates`, serving weights on `listener`.
+/// With a run folder it resumes from the newest readable checkpoint there:
+/// its update count goes on, and it publishes versions above the ones the
+/// checkpoint's learner published.
 pub async fn run(
     config: LearnerConfig,
     listener: TcpListener,
@@ -129,16 +155,24 @@ pub async fn run(
     );
     let device = apex_model::device(config.cuda);
     let mut dqn = Dqn::new(net, config.dqn, device)?;
-    let checkpoint = config.run_dir.as_ref().map(|d| d.join("checkpoint.ot"));
-    if let Some(path) = checkpoint.as_ref().filter(|p| p.exists()) {
-        dqn.load(path)?;
-        tracing::info!(path = %path.display(), "resumed from checkpoint");
+    let resumed = match &config.run_dir {
+        Some(dir) => checkpoint::resume(dir, &mut dqn)?,
+        None => None,
+    };
+    if let Some(r) = &resumed {
+        tracing::info!(
+            path = %r.path.display(),
+            updates = r.updates,
+            version = r.version,
+            optimizer_state = r.optimizer,
+            "resumed from checkpoint"
+        );
     }
     tracing::info!(?device, "learner starting");
+    let version = resumed.as_ref().map_or(0, |r| r.version) + 1;
+    stats.updates.store(dqn.updates(), Ordering::Relaxed);
     let published = Published::default();
-    published.publish(1, dqn.updates(), dqn.weights()?);
-    stats.version.store(1, Ordering::Relaxed);
-    ::metrics::gauge!(metrics::WEIGHTS_VERSION).set(1.0);
+    train::publish(&dqn, version, &published, &stats)?;
 
     let server = {
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -148,6 +182,7 @@ pub async fn run(
         let service = ParametersServer::new(ParametersService::new(published.clone()))
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let service = apex_proto::auth::guard(service, config.token.clone());
         let stop = stop.clone();
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -162,7 +197,7 @@ pub async fn run(
 
     let addr = config.replay_addr.clone();
     let result = async {
-        let Some(channel) = apex_proto::connect(&addr, &stop)
+        let Some(channel) = apex_proto::connect(&addr, config.token.as_ref(), &stop)
             .await
             .map_err(LearnerError::Address)?
         else {
@@ -172,7 +207,7 @@ pub async fn run(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (batch_tx, batch_rx) = mpsc::channel(config.prefetch.max(1));
-        let prefetcher = tokio::spawn(prefetch(
+        let prefetcher = tokio::spawn(prefetch::prefetch(
             client.clone(),
             config.clone(),
             dqn.device(),
@@ -183,6 +218,7 @@ pub async fn run(
         let summaries = config.tensorboard.clone().map(|writer| {
             tokio::spawn(summaries::write(
                 client.clone(),
+                addr.clone(),
                 writer,
                 stats.clone(),
                 SUMMARY_EVERY,
@@ -190,34 +226,36 @@ pub async fn run(
             ))
         });
         let (prio_tx, prio_rx) = mpsc::channel(16);
-        let prioritizer = tokio::spawn(send_priorities(client, prio_rx));
+        let prioritizer = {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            tokio::spawn(async move {
+                let sent = priorities::send(client, prio_rx, addr, stop.clone()).await;
+                if sent.is_err() {
+                    stop.cancel();
+                }
+                sent
+            })
+        };
         let training = {
-            let (config, published, stats, checkpoint) = (
-                config.clone(),
-                published.clone(),
-                stats.clone(),
-                checkpoint.clone(),
-            );
+            let (config, published, stats) = (config.clone(), published.clone(), stats.clone());
             tokio::task::spawn_blocking(move || {
-                train(
-                    &mut dqn,
-                    &config,
-                    batch_rx,
-                    prio_tx,
-                    &published,
-                    &stats,
-                    checkpoint.as_deref(),
-                )
+                let out = train::Outputs {
+                    priorities: prio_tx,
+                    published: &published,
+                    stats: &stats,
+                    run_dir: config.run_dir.as_deref(),
+                };
+                train::train(&mut dqn, &config, batch_rx, out, version)
             })
         };
         let outcome = training.await.expect("training thread panicked");
         stop.cancel();
         let _ = prefetcher.await;
-        let _ = prioritizer.await;
+        let prioritized = prioritizer.await.expect("priority sender panicked");
         if let Some(task) = summaries {
             let _ = task.await;
         }
-        outcome
+        outcome.and(prioritized)
     }
     .await;
     stop.cancel();
@@ -227,131 +265,4 @@ pub async fn run(
         updates: stats.updates.load(Ordering::Relaxed),
         version: stats.version.load(Ordering::Relaxed),
     })
-}
-
-fn train(
-    dqn: &mut Dqn,
-    config: &LearnerConfig,
-    mut batches: mpsc::Receiver<Result<Batch, LearnerError>>,
-    priorities: mpsc::Sender<UpdatePrioritiesRequest>,
-    published: &Published,
-    stats: &LearnerStats,
-    checkpoint: Option<&std::path::Path>,
-) -> Result<(), LearnerError> {
-    let save = |dqn: &Dqn| -> Result<(), LearnerError> {
-        if let Some(path) = checkpoint {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(tch::TchError::from)?;
-            }
-            dqn.save(path)?;
-            ::metrics::counter!(metrics::CHECKPOINTS).increment(1);
-        }
-        Ok(())
-    };
-    let mut version = 1;
-    loop {
-        if config.max_updates.is_some_and(|m| dqn.updates() >= m) {
-            break;
-        }
-        let waited = Instant::now();
-        let batch = match batches.blocking_recv() {
-            Some(b) => b?,
-            None => break,
-        };
-        ::metrics::histogram!(metrics::DATA_WAIT).record(waited.elapsed().as_secs_f64());
-        let update = dqn.update(&batch);
-        let updates = dqn.updates();
-        stats.updates.store(updates, Ordering::Relaxed);
-        stats
-            .loss_bits
-            .store(update.loss.to_bits(), Ordering::Relaxed);
-        stats
-            .mean_q_bits
-            .store(update.mean_q.to_bits(), Ordering::Relaxed);
-        ::metrics::counter!(metrics::UPDATES).increment(1);
-        ::metrics::counter!(metrics::SAMPLED).increment(batch.len() as u64);
-        ::metrics::gauge!(metrics::LOSS).set(update.loss);
-        ::metrics::gauge!(metrics::MEAN_Q).set(update.mean_q);
-        let _ = priorities.blocking_send(UpdatePrioritiesRequest {
-            ids: batch.ids,
-            priorities: update.td_abs,
-        });
-        if updates.is_multiple_of(config.publish_every) {
-            version += 1;
-            published.publish(version, updates, dqn.weights()?);
-            stats.version.store(version, Ordering::Relaxed);
-            ::metrics::gauge!(metrics::WEIGHTS_VERSION).set(version as f64);
-        }
-        if updates.is_multiple_of(config.checkpoint_every) {
-            save(dqn)?;
-        }
-    }
-    version += 1;
-    published.publish(version, dqn.updates(), dqn.weights()?);
-    stats.version.store(version, Ordering::Relaxed);
-    save(dqn)
-}
-
-/// Keeps `prefetch` batches ready, decoded into tensors on `device`, so the
-/// training loop waits neither on the network nor on decompression.
-async fn prefetch(
-    mut client: ReplayClient<Channel>,
-    config: LearnerConfig,
-    device: Device,
-    stats: Arc<LearnerStats>,
-    out: mpsc::Sender<Result<Batch, LearnerError>>,
-    stop: CancellationToken,
-) {
-    loop {
-        let request = SampleRequest {
-            batch_size: config.batch_size as u32,
-            beta: config.beta(stats.updates.load(Ordering::Relaxed)) as f32,
-        };
-        let r = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = client.sample(request) => r,
-        };
-        let item = match r {
-            Ok(response) => {
-                let (shape, actions) = (config.obs_shape.clone(), config.num_actions);
-                let response = response.into_inner();
-                tokio::task::spawn_blocking(move || {
-                    Batch::from_response(response, &shape, actions, device)
-                })
-                .await
-                .expect("batch decoding does not panic")
-                .map_err(LearnerError::from)
-            }
-            // Too little data yet, or the server restarting: wait and retry.
-            Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::Unavailable) => {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            }
-            Err(s) => {
-                apex_telemetry::grpc_error("Sample", &s);
-                Err(LearnerError::Replay {
-                    addr: config.replay_addr.clone(),
-                    status: s,
-                })
-            }
-        };
-        let failed = item.is_err();
-        if out.send(item).await.is_err() || failed {
-            return;
-        }
-    }
-}
-
-async fn send_priorities(
-    mut client: ReplayClient<Channel>,
-    mut updates: mpsc::Receiver<UpdatePrioritiesRequest>,
-) {
-    while let Some(u) = updates.recv().await {
-        if let Err(s) = client.update_priorities(u).await {
-            apex_telemetry::grpc_error("UpdatePriorities", &s);
-            tracing::debug!(status = %s, "priority update failed");
-        }
-    }
 }

@@ -7,6 +7,9 @@ pub const WEIGHTS_VERSION: &str = "apex_learner_weights_version";
 pub const SAMPLED: &str = "apex_learner_sampled_transitions_total";
 pub const DATA_WAIT: &str = "apex_learner_data_wait_seconds";
 pub const CHECKPOINTS: &str = "apex_learner_checkpoints_total";
+pub const CHECKPOINT_FAILURES: &str = "apex_learner_checkpoint_failures_total";
+pub const BAD_BATCHES: &str = "apex_learner_bad_batches_total";
+pub const NONFINITE_UPDATES: &str = "apex_learner_nonfinite_updates_total";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, Unit};
@@ -28,4 +31,19 @@ pub fn describe() {
         "time the training loop waited for each batch"
     );
     describe_counter!(CHECKPOINTS, Unit::Count, "checkpoints written");
+    describe_counter!(
+        CHECKPOINT_FAILURES,
+        Unit::Count,
+        "periodic checkpoints that could not be written (training went on)"
+    );
+    describe_counter!(
+        BAD_BATCHES,
+        Unit::Count,
+        "sampled batches dropped because they do not fit the network (bad action, shape or frames)"
+    );
+    describe_counter!(
+        NONFINITE_UPDATES,
+        Unit::Count,
+        "updates skipped because their loss or gradient was not finite"
+    );
 }

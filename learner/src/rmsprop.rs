@@ -7,7 +7,11 @@
 //! also starts the mean square at 1 (not 0), which makes the first updates
 //! small while the averages warm up.
 
+use std::collections::HashMap;
+
 use tch::Tensor;
+
+use crate::state::{self, NamedTensors, StateError};
 
 /// No momentum, as in both papers.
 pub struct TfRmsProp {
@@ -54,48 +58,27 @@ impl TfRmsProp {
             }
         })
     }
-}
 
-/// Zeroes the gradients of `vars`.
-pub fn zero_grad(vars: &mut [Tensor]) {
-    for v in vars {
-        let mut g = v.grad();
-        if g.defined() {
-            let _ = g.detach_().zero_();
+    /// The running averages, named by variable index.
+    pub fn state(&self) -> NamedTensors {
+        let mut out = Vec::with_capacity(2 * self.vars.len());
+        for (i, (ms, mg)) in self.mean_square.iter().zip(&self.mean_grad).enumerate() {
+            out.push((format!("mean_square.{i}"), ms.shallow_clone()));
+            out.push((format!("mean_grad.{i}"), mg.shallow_clone()));
         }
+        out
     }
-}
 
-/// Scales the gradients of `vars` so their joint L2 norm is at most `max`
-/// (as `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
-pub fn clip_grad_norm(vars: &[Tensor], max: f64) -> f64 {
-    tch::no_grad(|| {
-        let norms: Vec<Tensor> = vars
-            .iter()
-            .map(Tensor::grad)
-            .filter(Tensor::defined)
-            .map(|g| g.norm())
-            .collect();
-        if norms.is_empty() {
-            return 0.0;
-        }
-        let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
-        let coef = max / (total + 1e-6);
-        if coef < 1.0 {
-            for v in vars {
-                let mut g = v.grad();
-                if g.defined() {
-                    let _ = g.g_mul_scalar_(coef);
-                }
-            }
-        }
-        total
-    })
+    /// Restores what [`TfRmsProp::state`] exported; changes nothing on error.
+    pub fn load_state(&mut self, saved: &HashMap<String, Tensor>) -> Result<(), StateError> {
+        state::copy_into(&self.state(), saved)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grad::zero_grad;
     use tch::{Device, Kind};
 
     /// One variable w = [1, -2] with gradient g = [0.5, -3] (loss = c . w).
@@ -152,12 +135,16 @@ mod tests {
     }
 
     #[test]
-    fn clipping_scales_the_joint_norm() {
+    fn state_round_trips() {
         let w = var_with_grad();
-        let norm = clip_grad_norm(&[w.shallow_clone()], 1.0);
-        assert!((norm - (0.25f64 + 9.0).sqrt()).abs() < 1e-5);
-        let g = Vec::<f32>::try_from(w.grad()).unwrap();
-        let clipped = ((g[0] * g[0] + g[1] * g[1]) as f64).sqrt();
-        assert!((clipped - 1.0).abs() < 1e-4, "{clipped}");
+        let mut a = TfRmsProp::new(vec![w.shallow_clone()], 0.1, 0.9, 0.01);
+        a.step();
+        let saved: HashMap<_, _> = a.state().into_iter().collect();
+        let mut b = TfRmsProp::new(vec![w.copy()], 0.1, 0.9, 0.01);
+        assert!(!b.state()[0].1.equal(&a.state()[0].1));
+        b.load_state(&saved).unwrap();
+        for ((_, x), (_, y)) in a.state().iter().zip(b.state().iter()) {
+            assert!(x.equal(y));
+        }
     }
 }

@@ -8,29 +8,46 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use apex_proto::auth::Channel;
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::InfoRequest;
 use apex_telemetry::tensorboard::SummaryWriter;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
+use crate::retry::Retry;
 use crate::LearnerStats;
 
+/// Writes every `every` until `stop`; gives up (logged) only when the
+/// replay server refuses its calls for good, without stopping training.
 pub async fn write(
     mut replay: ReplayClient<Channel>,
+    addr: String,
     writer: SummaryWriter,
     stats: Arc<LearnerStats>,
     every: Duration,
     stop: CancellationToken,
 ) {
     let (mut last_updates, mut last_time) = (stats.updates.load(Ordering::Relaxed), Instant::now());
+    let mut retry = Retry::new("Info", &addr);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let Ok(info) = replay.info(InfoRequest {}).await else {
-            continue; // the replay server may be restarting
+        // The step comes from the replay server: while it is away, skip
+        // (the next try is one period later anyway).
+        let info = match replay.info(InfoRequest {}).await {
+            Ok(info) => {
+                retry.succeeded();
+                info
+            }
+            Err(status) => match retry.failed(&status) {
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "tensorboard summaries stop");
+                    return;
+                }
+            },
         };
         let step = info.into_inner().inserted_total as i64;
         let updates = stats.updates.load(Ordering::Relaxed);

@@ -56,6 +56,12 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<WeightsChunk, Status>> + Sen
 impl Parameters for ParametersService {
     type GetWeightsStream = ChunkStream;
 
+    /// Streams the current weights whenever their version differs from the
+    /// caller's `have_version`, not only when it is higher: a restarted
+    /// learner numbers its versions from its checkpoint, which may be below
+    /// what an actor got from the learner before it, and that actor must
+    /// still get the current weights. Nothing is streamed when the versions
+    /// match or before the first publication (version 0).
     async fn get_weights(
         &self,
         request: Request<WeightsRequest>,
@@ -66,7 +72,7 @@ impl Parameters for ParametersService {
             updates,
             data,
         } = self.published.current();
-        let chunks: Vec<Result<WeightsChunk, Status>> = if version > have {
+        let chunks: Vec<Result<WeightsChunk, Status>> = if version != have && version != 0 {
             let total = data.len() as u64;
             (0..data.len())
                 .step_by(WEIGHTS_CHUNK_BYTES)
@@ -83,5 +89,44 @@ impl Parameters for ParametersService {
             Vec::new()
         };
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt;
+
+    async fn fetch(service: &ParametersService, have: u64) -> (u64, Vec<u8>) {
+        let mut stream = service
+            .get_weights(Request::new(WeightsRequest { have_version: have }))
+            .await
+            .unwrap()
+            .into_inner();
+        let (mut version, mut data) = (0, Vec::new());
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            version = chunk.version;
+            data.extend_from_slice(&chunk.data);
+        }
+        (version, data)
+    }
+
+    #[tokio::test]
+    async fn any_other_version_gets_the_current_weights() {
+        let published = Published::default();
+        let service = ParametersService::new(published.clone());
+        assert_eq!(
+            fetch(&service, 0).await,
+            (0, vec![]),
+            "nothing published yet"
+        );
+        let weights = vec![7u8; WEIGHTS_CHUNK_BYTES + 5];
+        published.publish(4, 100, weights.clone());
+        assert_eq!(fetch(&service, 0).await, (4, weights.clone()));
+        assert_eq!(fetch(&service, 3).await, (4, weights.clone()));
+        assert_eq!(fetch(&service, 4).await, (0, vec![]), "up to date");
+        // An actor that saw version 9 from an earlier learner incarnation.
+        assert_eq!(fetch(&service, 9).await, (4, weights));
     }
 }

@@ -2,9 +2,11 @@
 //! (`apex.v1`), generated from `proto/apex/v1/apex.proto`, with the message
 //! size limit every endpoint uses and the client's connect-and-retry.
 
+pub mod auth;
 pub mod codec;
 pub mod frame_stream;
 pub mod sample_frames;
+pub mod transport;
 
 pub mod v1 {
     tonic::include_proto!("apex.v1");
@@ -47,20 +49,23 @@ impl v1::Shape {
 }
 
 /// Connects to `addr` (`http://host:port`), retrying until the server
-/// answers; `Ok(None)` if `shutdown` comes first, `Err(addr)` if the address
-/// is malformed.
+/// answers, and sends `token` with every call; `Ok(None)` if `shutdown`
+/// comes first, `Err(addr)` if the address is malformed.
 pub async fn connect(
     addr: &str,
+    token: Option<&auth::Token>,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> Result<Option<tonic::transport::Channel>, String> {
-    let endpoint =
-        tonic::transport::Endpoint::from_shared(addr.to_owned()).map_err(|_| addr.to_owned())?;
+) -> Result<Option<auth::Channel>, String> {
+    let endpoint = transport::endpoint(addr)?;
     let mut warned = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
             r = endpoint.connect() => match r {
-                Ok(channel) => return Ok(Some(channel)),
+                Ok(channel) => {
+                    let credentials = auth::Credentials::new(token);
+                    return Ok(Some(auth::Channel::new(channel, credentials)));
+                }
                 Err(e) => {
                     if !warned {
                         tracing::warn!(%addr, error = %e, "waiting for the server to come up");

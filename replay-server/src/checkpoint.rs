@@ -17,7 +17,9 @@ use crate::frame::{new_frame, Frame, Ledger};
 use crate::shard::{Item, ShardContents};
 use crate::store::{Contents, Counters, Layout};
 
-const MAGIC: &[u8; 8] = b"APEXRPL1";
+const MAGIC: &[u8; 8] = b"APEXRPL2";
+/// Written before layouts held an action count and streams their sequences.
+const MAGIC_V1: &[u8; 8] = b"APEXRPL1";
 const END: &[u8; 8] = b"APEXEND1";
 pub const FILE_NAME: &str = "replay.ckpt";
 
@@ -128,6 +130,7 @@ fn encode(w: &mut impl Write, c: &Contents) -> std::io::Result<()> {
         None => w.write_all(&[0])?,
         Some(l) => {
             w.write_all(&[1, codec_byte(l.codec)])?;
+            w.write_all(&l.num_actions.to_le_bytes())?;
             w.write_all(&(l.shape.len() as u32).to_le_bytes())?;
             for &d in &l.shape {
                 w.write_all(&(d as u64).to_le_bytes())?;
@@ -171,6 +174,11 @@ fn encode(w: &mut impl Write, c: &Contents) -> std::io::Result<()> {
                 w.write_all(&numbers[&Arc::as_ptr(f)].to_le_bytes())?;
             }
         }
+    }
+    w.write_all(&(c.streams.len() as u64).to_le_bytes())?;
+    for (stream, sequence) in &c.streams {
+        w.write_all(&stream.to_le_bytes())?;
+        w.write_all(&sequence.to_le_bytes())?;
     }
     Ok(())
 }
@@ -261,7 +269,8 @@ pub fn read(path: &Path, ledger: &Arc<Ledger>) -> Result<Contents, CheckpointErr
 fn decode<R: Read>(f: &mut Fields<R>, ledger: &Arc<Ledger>) -> std::io::Result<Contents> {
     let mut magic = [0u8; 8];
     f.r.read_exact(&mut magic)?;
-    if &magic != MAGIC {
+    let v1 = &magic == MAGIC_V1;
+    if &magic != MAGIC && !v1 {
         return Err(invalid(
             "it does not start with the replay checkpoint marker".into(),
         ));
@@ -271,11 +280,16 @@ fn decode<R: Read>(f: &mut Fields<R>, ledger: &Arc<Ledger>) -> std::io::Result<C
         1 => {
             let codec =
                 Codec::try_from(f.u8()? as i32).map_err(|_| invalid("unknown codec".into()))?;
+            let num_actions = if v1 { 0 } else { f.u32()? };
             let dims = sane(f.u32()? as u64, "dimensions")?;
             let shape = (0..dims)
                 .map(|_| f.u64().map(|d| d as usize))
                 .collect::<std::io::Result<Vec<_>>>()?;
-            Some(Layout { shape, codec })
+            Some(Layout {
+                shape,
+                codec,
+                num_actions,
+            })
         }
         b => return Err(invalid(format!("layout marker {b}"))),
     };
@@ -333,11 +347,20 @@ fn decode<R: Read>(f: &mut Fields<R>, ledger: &Arc<Ledger>) -> std::io::Result<C
         }
         shards.push(ShardContents { first, next, items });
     }
+    let streams = if v1 {
+        Vec::new()
+    } else {
+        let n = sane(f.u64()?, "streams")?;
+        (0..n)
+            .map(|_| Ok((f.u64()?, f.u64()?)))
+            .collect::<std::io::Result<_>>()?
+    };
     Ok(Contents {
         layout,
         alpha,
         counters,
         shards,
+        streams,
     })
 }
 
@@ -358,6 +381,7 @@ mod tests {
             layout: Some(Layout {
                 shape: vec![1, 3],
                 codec: Codec::Lz4,
+                num_actions: 4,
             }),
             alpha: 0.6,
             counters: Counters {
@@ -380,6 +404,7 @@ mod tests {
                     items: vec![],
                 },
             ],
+            streams: vec![(0xfeed, 7), (42, 1)],
         }
     }
 
@@ -415,7 +440,7 @@ mod tests {
             (
                 {
                     let mut b = good.clone();
-                    b[71] ^= 0x10; // inside the first frame's bytes
+                    b[75] ^= 0x10; // inside the first frame's bytes
                     b
                 },
                 "checksum",

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod frame;
 pub mod limiter;
 mod metrics;
+pub mod sequences;
 pub mod service;
 pub mod shard;
 pub mod store;
@@ -16,7 +17,7 @@ pub mod sum_tree;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::checkpoint::CheckpointError;
 use crate::limiter::{RateLimit, RateLimiter};
+use crate::sequences::Sequences;
 pub use crate::service::ReplayService;
-use crate::store::{Contents, Store, StoreConfig};
+use crate::store::{Contents, Layout, Store, StoreConfig};
+use crate::stream::WindowBudget;
 
 /// The largest priority an actor or the learner may give: far above any
 /// |TD error| of clipped rewards, and low enough that one item cannot take
@@ -54,7 +57,20 @@ pub struct ReplayConfig {
     pub checkpoint_dir: Option<PathBuf>,
     /// Time between periodic checkpoints (one is also written at shutdown).
     pub checkpoint_every: Option<Duration>,
+    /// The observation shape, codec and action count every insert must
+    /// declare; none: the first insert into an empty replay sets them.
+    pub layout: Option<Layout>,
+    /// Bytes all insert streams' frame windows may hold together.
+    pub stream_window_bytes: usize,
+    /// Insert streams open at once, at most.
+    pub max_insert_streams: usize,
+    /// Calls without this bearer token are refused; none: open.
+    pub token: Option<apex_proto::auth::Token>,
 }
+
+/// Defaults for the limits: room for 64 actors' windows of Atari frames.
+pub const DEFAULT_STREAM_WINDOW_BYTES: usize = 4 << 30;
+pub const DEFAULT_MAX_INSERT_STREAMS: usize = 1024;
 
 impl ReplayConfig {
     /// In memory only, four shards, no samples-per-insert ratio: for tests
@@ -75,6 +91,10 @@ impl ReplayConfig {
             sample_timeout: Duration::from_secs(1),
             checkpoint_dir: None,
             checkpoint_every: None,
+            layout: None,
+            stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
+            max_insert_streams: DEFAULT_MAX_INSERT_STREAMS,
+            token: None,
         }
     }
 }
@@ -95,6 +115,12 @@ pub enum ReplayError {
     MinSizeAboveCapacity { min_size: usize, capacity: usize },
     #[error("--capacity {capacity} is below --shards {shards}: every shard needs room; raise --capacity")]
     CapacityBelowShards { capacity: usize, shards: usize },
+    #[error("checkpoint {path} holds observations {:?} ({:?}, {} actions) but this server is configured for {:?} ({:?}, {} actions): start it with the checkpoint's settings, or move the checkpoint away to start empty", found.shape, found.codec, found.num_actions, configured.shape, configured.codec, configured.num_actions)]
+    LayoutMismatch {
+        path: PathBuf,
+        found: Layout,
+        configured: Layout,
+    },
 }
 
 impl ReplayConfig {
@@ -127,11 +153,24 @@ struct Inner {
     store: Store,
     limiter: RateLimiter,
     config: ReplayConfig,
+    sequences: Sequences,
+    window_budget: Arc<WindowBudget>,
+    insert_streams: AtomicUsize,
     /// One checkpoint at a time.
     checkpointing: tokio::sync::Mutex<()>,
-    /// Set at shutdown, after inserts under way finish.
+    /// Held (read) by every insert while it stores; taken (write) to cut a
+    /// consistent checkpoint, and set at shutdown to refuse new inserts.
     inserts_closed: tokio::sync::RwLock<bool>,
     checkpoints: AtomicU64,
+}
+
+/// An open insert stream, counted against the server's cap while it lives.
+pub(crate) struct InsertStreamSlot(Replay);
+
+impl Drop for InsertStreamSlot {
+    fn drop(&mut self) {
+        self.0.inner.insert_streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A replay's shared state: cheap to clone, served by [`Replay::serve`].
@@ -143,10 +182,11 @@ pub struct Replay {
 impl Replay {
     /// A replay with nothing in it (no restore even with a checkpoint folder).
     pub fn new(config: &ReplayConfig) -> Self {
-        Replay::with_store(config, Store::new(config.store.clone()))
+        let store = Store::with_layout(config.store.clone(), config.layout.clone());
+        Replay::with_store(config, store, Sequences::default())
     }
 
-    fn with_store(config: &ReplayConfig, store: Store) -> Self {
+    fn with_store(config: &ReplayConfig, store: Store, sequences: Sequences) -> Self {
         metrics::describe();
         ::metrics::gauge!(metrics::CAPACITY).set(config.store.capacity as f64);
         let c = store.counters();
@@ -156,6 +196,9 @@ impl Replay {
                 store,
                 limiter,
                 config: config.clone(),
+                sequences,
+                window_budget: WindowBudget::new(config.stream_window_bytes),
+                insert_streams: AtomicUsize::new(0),
                 checkpointing: tokio::sync::Mutex::new(()),
                 inserts_closed: tokio::sync::RwLock::new(false),
                 checkpoints: AtomicU64::new(0),
@@ -181,7 +224,25 @@ impl Replay {
                 continue;
             }
             match checkpoint::read(&path, &ledger) {
-                Ok(contents) => {
+                Ok(mut contents) => {
+                    if let Some(configured) = &config.layout {
+                        match &contents.layout {
+                            // An action count of 0: written before counts were declared.
+                            Some(found)
+                                if found.shape != configured.shape
+                                    || found.codec != configured.codec
+                                    || (found.num_actions != 0
+                                        && found.num_actions != configured.num_actions) =>
+                            {
+                                return Err(ReplayError::LayoutMismatch {
+                                    path,
+                                    found: found.clone(),
+                                    configured: configured.clone(),
+                                });
+                            }
+                            _ => contents.layout = Some(configured.clone()),
+                        }
+                    }
                     if contents.alpha != config.store.alpha {
                         return Err(ReplayError::AlphaMismatch {
                             path,
@@ -190,13 +251,14 @@ impl Replay {
                         });
                     }
                     let held: usize = contents.shards.iter().map(|s| s.items.len()).sum();
-                    tracing::info!(path = %path.display(), transitions = held, "replay restored");
+                    tracing::info!(path = %path.display(), transitions = held, streams = contents.streams.len(), "replay restored");
+                    let sequences = Sequences::restore(&contents.streams);
                     let store = Store::restore(
                         config.store.clone(),
                         reshard(contents, config.store.shards),
                         ledger,
                     );
-                    return Ok(Replay::with_store(config, store));
+                    return Ok(Replay::with_store(config, store, sequences));
                 }
                 Err(e @ CheckpointError::Corrupt { .. }) => {
                     let secs = std::time::SystemTime::now()
@@ -235,6 +297,22 @@ impl Replay {
         self.inner.checkpoints.load(Ordering::Relaxed)
     }
 
+    /// Which batches each insert stream has stored.
+    pub fn sequences(&self) -> &Sequences {
+        &self.inner.sequences
+    }
+
+    pub(crate) fn window_budget(&self) -> &Arc<WindowBudget> {
+        &self.inner.window_budget
+    }
+
+    /// A slot for one more insert stream; `None` at the server's cap.
+    pub(crate) fn open_insert_stream(&self) -> Option<InsertStreamSlot> {
+        let open = self.inner.insert_streams.fetch_add(1, Ordering::Relaxed);
+        let slot = InsertStreamSlot(self.clone());
+        (open < self.inner.config.max_insert_streams).then_some(slot)
+    }
+
     fn report_size(&self) {
         let store = &self.inner.store;
         let size = store.len();
@@ -248,31 +326,49 @@ impl Replay {
         });
     }
 
-    /// Writes a checkpoint of the current contents. Each shard is locked
-    /// only while its item handles are copied; the file is written with no
-    /// lock held, so inserts and sampling go on.
+    /// Writes a checkpoint of the current contents. Inserts pause only
+    /// while the cut is taken (each shard's end and each stream's last
+    /// sequence, a few microseconds); items are copied slice by slice and
+    /// the file is written with no lock held, so inserts and sampling go on.
+    /// Checkpoints run one at a time on their own task: a caller that goes
+    /// away (a cancelled RPC) does not cut a write short.
     pub async fn checkpoint(&self) -> Result<Option<CheckpointReport>, CheckpointError> {
         let Some(dir) = self.inner.config.checkpoint_dir.clone() else {
             return Ok(None);
         };
+        let replay = self.clone();
+        tokio::spawn(async move { replay.write_checkpoint(dir).await.map(Some) })
+            .await
+            .expect("the checkpoint task does not panic")
+    }
+
+    async fn write_checkpoint(&self, dir: PathBuf) -> Result<CheckpointReport, CheckpointError> {
         let _one = self.inner.checkpointing.lock().await;
         let start = Instant::now();
-        let contents = self.inner.store.contents();
-        let transitions = contents.shards.iter().map(|s| s.items.len()).sum();
-        let (path, bytes) = tokio::task::spawn_blocking(move || checkpoint::write(&dir, &contents))
-            .await
-            .expect("the checkpoint writer does not panic")?;
+        let (cut, streams) = {
+            let _no_inserts = self.inner.inserts_closed.write().await;
+            (self.inner.store.cut(), self.inner.sequences.snapshot())
+        };
+        let replay = self.clone();
+        let (path, bytes, transitions) = tokio::task::spawn_blocking(move || {
+            let mut contents = replay.inner.store.contents_at(cut);
+            contents.streams = streams;
+            let transitions: usize = contents.shards.iter().map(|s| s.items.len()).sum();
+            checkpoint::write(&dir, &contents).map(|(path, bytes)| (path, bytes, transitions))
+        })
+        .await
+        .expect("the checkpoint writer does not panic")?;
         let took = start.elapsed();
         self.inner.checkpoints.fetch_add(1, Ordering::Relaxed);
         ::metrics::counter!(metrics::CHECKPOINTS).increment(1);
         ::metrics::histogram!(metrics::CHECKPOINT_SECONDS).record(took.as_secs_f64());
         tracing::info!(path = %path.display(), transitions, bytes, took_s = took.as_secs_f64(), "replay checkpoint written");
-        Ok(Some(CheckpointReport {
+        Ok(CheckpointReport {
             path,
             transitions,
             bytes,
             took,
-        }))
+        })
     }
 
     /// Serves `apex.v1.Replay` and gRPC health on `listener` until
@@ -287,6 +383,7 @@ impl Replay {
         let service = ReplayServer::new(ReplayService::new(self.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let service = apex_proto::auth::guard(service, self.inner.config.token.clone());
         let periodic = self.inner.config.checkpoint_every.map(|every| {
             let replay = self.clone();
             tokio::spawn(async move {
@@ -301,7 +398,7 @@ impl Replay {
             })
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
+        let server = apex_proto::transport::server()
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {

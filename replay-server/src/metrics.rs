@@ -15,6 +15,8 @@ pub const LIMITER_WAIT: &str = "apex_replay_rate_limiter_wait_seconds_total";
 pub const LIMITER_WAITING: &str = "apex_replay_rate_limiter_waiting";
 pub const CHECKPOINTS: &str = "apex_replay_checkpoints_total";
 pub const CHECKPOINT_SECONDS: &str = "apex_replay_checkpoint_duration_seconds";
+pub const DUPLICATES: &str = "apex_replay_duplicate_batches_total";
+pub const WINDOW_BYTES: &str = "apex_replay_stream_window_bytes";
 
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -63,6 +65,16 @@ pub fn describe() {
         "calls waiting on the rate limiter now, by side"
     );
     describe_counter!(CHECKPOINTS, Unit::Count, "checkpoints written");
+    describe_counter!(
+        DUPLICATES,
+        Unit::Count,
+        "resent batches the replay already held (acknowledged, not stored again)"
+    );
+    describe_gauge!(
+        WINDOW_BYTES,
+        Unit::Bytes,
+        "bytes the open insert streams' frame windows hold (bounded by --stream-window-mb)"
+    );
     describe_histogram!(
         CHECKPOINT_SECONDS,
         Unit::Seconds,

@@ -20,8 +20,30 @@ use crate::frame::{FrameData, SharedFrame};
 use crate::limiter::{Side, Waited};
 use crate::metrics as m;
 use crate::store::{StoreError, MAX_BATCH};
-use crate::stream::StreamFrames;
+use crate::stream::{StreamError, StreamFrames};
 use crate::Replay;
+
+/// Actor ids beyond this share one metrics label, so a sender cannot make
+/// Prometheus series without bound.
+const MAX_ACTOR_LABEL: u32 = 1024;
+
+/// The most frame bytes one Sample response carries (below the message limit).
+pub const MAX_SAMPLE_BYTES: usize = 192 << 20;
+
+fn actor_label(id: u32) -> String {
+    if id < MAX_ACTOR_LABEL {
+        id.to_string()
+    } else {
+        "other".into()
+    }
+}
+
+fn stream_status(e: StreamError) -> Status {
+    match e {
+        StreamError::WindowBudget { .. } => Status::resource_exhausted(e.to_string()),
+        e => invalid(e),
+    }
+}
 
 /// An insert waiting on the rate limiter adds its wait to the limiter's
 /// metrics this often, so dashboards see a long wait as it happens.
@@ -66,7 +88,28 @@ async fn insert_batch(
     store.check_layout(&layout).map_err(invalid)?;
     let items = frames
         .accept(&req, &layout, store.ledger())
-        .map_err(invalid)?;
+        .map_err(stream_status)?;
+    metrics::gauge!(m::WINDOW_BYTES).set(replay.window_budget().used() as f64);
+    let sequence = req.sequence;
+    let answer = |inserted: usize, duplicate: bool| InsertResponse {
+        inserted: inserted as u64,
+        size: store.len() as u64,
+        sequence,
+        duplicate,
+    };
+    // A request that only restates frames stores nothing and waits for nothing.
+    if items.is_empty() {
+        return Ok(answer(0, false));
+    }
+    let stream =
+        (req.stream_id != 0 && sequence != 0).then(|| replay.sequences().stream(req.stream_id));
+    let duplicate = || {
+        metrics::counter!(m::DUPLICATES).increment(1);
+        Ok(answer(0, true))
+    };
+    if stream.as_ref().is_some_and(|s| s.lock().last >= sequence) {
+        return duplicate();
+    }
     loop {
         let waited = tokio::select! {
             w = replay.limiter().wait(Side::Insert, || store.len(), INSERT_WAIT_SLICE) => w,
@@ -82,16 +125,27 @@ async fn insert_batch(
     let Some(_open) = replay.insert_gate().await else {
         return Err(shutting_down());
     };
-    let inserted = store.insert(items);
+    let inserted = match &stream {
+        // Checked again under the stream's lock: another connection of the
+        // same sender may have stored this batch while this one waited.
+        Some(s) => {
+            let mut last = s.lock();
+            if last.last >= sequence {
+                drop(last);
+                return duplicate();
+            }
+            let n = store.insert(items);
+            last.last = sequence;
+            n
+        }
+        None => store.insert(items),
+    };
     replay.limiter().inserted(inserted);
     replay.report_size();
-    metrics::counter!(m::INSERTED, "actor" => req.actor_id.to_string()).increment(inserted as u64);
+    metrics::counter!(m::INSERTED, "actor" => actor_label(req.actor_id)).increment(inserted as u64);
     metrics::histogram!(m::INSERT_LATENCY).record(start.elapsed().as_secs_f64());
     apex_telemetry::grpc_handled("Insert", start);
-    Ok(InsertResponse {
-        inserted: inserted as u64,
-        size: store.len() as u64,
-    })
+    Ok(answer(inserted, false))
 }
 
 type InsertStream = Pin<Box<dyn Stream<Item = Result<InsertResponse, Status>> + Send>>;
@@ -104,14 +158,22 @@ impl ReplayRpc for ReplayService {
         &self,
         request: Request<Streaming<InsertRequest>>,
     ) -> Result<Response<InsertStream>, Status> {
+        let Some(slot) = self.replay.open_insert_stream() else {
+            let s = Status::resource_exhausted(format!(
+                "this replay server serves {} insert streams at most: try again later, or raise --max-insert-streams",
+                self.replay.config().max_insert_streams
+            ));
+            return counted("Insert", Err(s));
+        };
         let mut inbound = request.into_inner();
         // One response slot: a client that stops reading stops our reading too.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let replay = self.replay.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let streams = metrics::gauge!(m::INSERT_STREAMS);
             streams.increment(1.0);
-            let mut frames = StreamFrames::default();
+            let mut frames = StreamFrames::new(replay.window_budget().clone());
             while let Some(next) = inbound.next().await {
                 let reply = match next {
                     Ok(req) => {
@@ -129,6 +191,8 @@ impl ReplayRpc for ReplayService {
                 }
             }
             streams.decrement(1.0);
+            drop(frames);
+            metrics::gauge!(m::WINDOW_BYTES).set(replay.window_budget().used() as f64);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -181,6 +245,22 @@ impl ReplayRpc for ReplayService {
                 _ => invalid(e),
             }),
         )?;
+        let frame_bytes: usize = {
+            let mut seen = std::collections::HashSet::new();
+            sample
+                .items
+                .iter()
+                .flat_map(|it| it.frames.iter())
+                .filter(|f| seen.insert(std::sync::Arc::as_ptr(f)))
+                .map(|f| f.bytes().len())
+                .sum()
+        };
+        if frame_bytes > MAX_SAMPLE_BYTES {
+            let s = Status::resource_exhausted(format!(
+                "a batch of {n} carries {frame_bytes} frame bytes, more than the {MAX_SAMPLE_BYTES} a response may: ask for a smaller batch"
+            ));
+            return counted("Sample", Err(s));
+        }
         replay.limiter().sampled(n);
         let layout = store.layout().expect("a store that sampled has a layout");
         let channels = layout.channels();
@@ -235,6 +315,13 @@ impl ReplayRpc for ReplayService {
             ));
             return counted("UpdatePriorities", Err(s));
         }
+        if req.ids.len() > MAX_BATCH {
+            let s = Status::invalid_argument(format!(
+                "{} ids in one update, more than {MAX_BATCH}: send the priorities of one sampled batch per call",
+                req.ids.len()
+            ));
+            return counted("UpdatePriorities", Err(s));
+        }
         if let Some(p) = req.priorities.iter().find(|p| !crate::valid_priority(**p)) {
             return counted(
                 "UpdatePriorities",
@@ -275,6 +362,7 @@ impl ReplayRpc for ReplayService {
                 bytes as f64 / size as f64
             },
             checkpoints_total: self.replay.checkpoints(),
+            num_actions: store.layout().map_or(0, |l| l.num_actions),
         }))
     }
 

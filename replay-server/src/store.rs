@@ -34,11 +34,13 @@ pub struct StoreConfig {
 }
 
 /// What every transition of one replay shares: its observation shape
-/// (channels first) and how its frames are encoded.
+/// (channels first), how its frames are encoded, and how many actions the
+/// game has (every stored action is below it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub shape: Vec<usize>,
     pub codec: Codec,
+    pub num_actions: u32,
 }
 
 impl Layout {
@@ -69,13 +71,8 @@ pub struct Sample {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum StoreError {
-    #[error("observations of shape {got_shape:?} ({got_codec:?} frames) differ from the {expected_shape:?} ({expected_codec:?}) this replay holds: start a new replay server for another environment or codec")]
-    LayoutMismatch {
-        expected_shape: Vec<usize>,
-        expected_codec: Codec,
-        got_shape: Vec<usize>,
-        got_codec: Codec,
-    },
+    #[error("observations of shape {:?} ({:?} frames, {} actions) differ from the {:?} ({:?}, {} actions) this replay holds: start a new replay server for another environment or codec", got.shape, got.codec, got.num_actions, expected.shape, expected.codec, expected.num_actions)]
+    LayoutMismatch { expected: Layout, got: Layout },
     #[error("batch size must be between 1 and {max}, got {got}")]
     BadBatchSize { got: usize, max: usize },
     #[error("the replay is empty: wait for the actors")]
@@ -97,6 +94,17 @@ pub struct Contents {
     pub alpha: f64,
     pub counters: Counters,
     pub shards: Vec<ShardContents>,
+    /// Each insert stream's last stored batch (stream id, sequence), so
+    /// batches resent after a restart are stored once.
+    pub streams: Vec<(u64, u64)>,
+}
+
+/// The replay at one moment: where each shard's items end, and the counters.
+/// Taken while no insert is under way, it matches the streams' sequences.
+#[derive(Debug, Clone)]
+pub struct Cut {
+    ends: Vec<u64>,
+    counters: Counters,
 }
 
 pub struct Store {
@@ -116,6 +124,16 @@ pub struct Store {
 }
 
 impl Store {
+    /// A store whose layout is fixed from the start (the server's
+    /// configuration), rather than by the first insert.
+    pub fn with_layout(config: StoreConfig, layout: Option<Layout>) -> Self {
+        let store = Store::new(config);
+        if let Some(l) = layout {
+            store.layout.set(l).expect("a new store has no layout");
+        }
+        store
+    }
+
     pub fn new(config: StoreConfig) -> Self {
         assert!(config.capacity > 0, "capacity must be positive");
         assert!(config.shards > 0, "at least one shard");
@@ -181,12 +199,12 @@ impl Store {
     /// Fixes the layout on first use; later batches must match it.
     pub fn check_layout(&self, layout: &Layout) -> Result<(), StoreError> {
         let held = self.layout.get_or_init(|| layout.clone());
-        if held != layout {
+        // 0: restored from a checkpoint written before counts were declared.
+        let actions_match = held.num_actions == 0 || held.num_actions == layout.num_actions;
+        if held.shape != layout.shape || held.codec != layout.codec || !actions_match {
             return Err(StoreError::LayoutMismatch {
-                expected_shape: held.shape.clone(),
-                expected_codec: held.codec,
-                got_shape: layout.shape.clone(),
-                got_codec: layout.codec,
+                expected: held.clone(),
+                got: layout.clone(),
             });
         }
         Ok(())
@@ -386,14 +404,33 @@ impl Store {
     /// a frame's reference count, a cache miss apiece, so a whole shard at
     /// once would hold inserts back for a noticeable time), never while frames
     /// are written out. Items evicted while a shard is being copied are left
-    /// out, as are items inserted after its copy began.
+    /// out, as are items inserted after the cut.
     pub fn contents(&self) -> Contents {
-        let shards = self.shards.iter().map(copy_shard).collect();
+        self.contents_at(self.cut())
+    }
+
+    /// Where every shard ends now: cheap (one short lock per shard).
+    pub fn cut(&self) -> Cut {
+        Cut {
+            ends: self.shards.iter().map(|s| s.lock().span().1).collect(),
+            counters: self.counters(),
+        }
+    }
+
+    /// A copy of the items that were held at `cut` and are still held.
+    pub fn contents_at(&self, cut: Cut) -> Contents {
+        let shards = self
+            .shards
+            .iter()
+            .zip(cut.ends)
+            .map(|(s, end)| copy_shard(s, end))
+            .collect();
         Contents {
             layout: self.layout().cloned(),
             alpha: self.config.alpha,
-            counters: self.counters(),
+            counters: cut.counters,
             shards,
+            streams: Vec::new(),
         }
     }
 }
@@ -401,8 +438,9 @@ impl Store {
 /// Items copied per lock while checkpointing.
 const COPY_SLICE: usize = 8_192;
 
-fn copy_shard(shard: &Mutex<Shard>) -> ShardContents {
-    let (mut first, end) = shard.lock().span();
+fn copy_shard(shard: &Mutex<Shard>, end: u64) -> ShardContents {
+    let (mut first, _) = shard.lock().span();
+    first = first.min(end);
     let mut items: Vec<(Item, f64)> = Vec::new();
     loop {
         let from = first + items.len() as u64;
@@ -414,7 +452,7 @@ fn copy_shard(shard: &Mutex<Shard>) -> ShardContents {
         if held_from > from {
             // Evicted since the last slice: what came before is gone too.
             items.clear();
-            first = held_from;
+            first = held_from.min(end);
         }
         let want = ((end - first) as usize - items.len()).min(COPY_SLICE);
         items.extend(guard.copy(first + items.len() as u64, want));

@@ -3,6 +3,7 @@
 //! checked whole before anything of it is kept.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use apex_proto::codec::CodecError;
@@ -17,8 +18,18 @@ use crate::store::{Layout, NewItem};
 pub enum StreamError {
     #[error("obs_shape is missing: send the observation shape (channels first)")]
     NoShape,
-    #[error("observation shape {0:?} needs at least two non-zero dimensions (channels first)")]
+    #[error("observation shape {0:?} needs two to four non-zero dimensions (channels first), at most {MAX_CHANNELS} channels and {MAX_FRAME_BYTES} bytes per channel")]
     BadShape(Vec<usize>),
+    #[error("num_actions {0} is not in 1..={MAX_ACTIONS}: declare the game's action count with the shape")]
+    BadActionCount(u32),
+    #[error("transition {index}: action {action} is not below the stream's {num_actions} actions: send the action the agent took")]
+    BadAction {
+        index: usize,
+        action: u32,
+        num_actions: u32,
+    },
+    #[error("the replay server's frame windows hold {used} of their {limit} bytes: try again later, or start the server with a larger --stream-window-mb")]
+    WindowBudget { used: usize, limit: usize },
     #[error("codec {0} is unknown: use none, lz4 or zstd")]
     UnknownCodec(i32),
     #[error("frame id {got} is out of order: this stream's next frame is {expected}")]
@@ -50,16 +61,87 @@ pub enum StreamError {
     BadDiscount { index: usize, discount: f32 },
 }
 
+/// Bounds on a declared layout, far above any Atari or classic-control game,
+/// so a request cannot make the server allocate without limit.
+pub const MAX_CHANNELS: usize = 64;
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
+pub const MAX_ACTIONS: u32 = 1024;
+/// Frame ids stay far from overflowing.
+const MAX_FRAME_ID: u64 = 1 << 62;
+
+/// The bytes all insert streams' frame windows may hold together: each
+/// stream pins up to STREAM_FRAME_WINDOW frames, so many streams of
+/// incompressible frames could otherwise take all memory.
+#[derive(Debug)]
+pub struct WindowBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl WindowBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(WindowBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<(), StreamError> {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.limit {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(StreamError::WindowBudget {
+                used: before,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 /// The frames an insert stream may still refer to.
-#[derive(Default)]
 pub struct StreamFrames {
     /// The stream's frame number of `window[0]`.
     first: u64,
     window: VecDeque<Frame>,
+    /// Bytes of `window`, charged to `budget`.
+    bytes: usize,
+    budget: Arc<WindowBudget>,
     scratch: Vec<u8>,
 }
 
+impl Default for StreamFrames {
+    /// A stream with no budget beyond its own window.
+    fn default() -> Self {
+        StreamFrames::new(WindowBudget::new(usize::MAX / 2))
+    }
+}
+
+impl Drop for StreamFrames {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
+
 impl StreamFrames {
+    pub fn new(budget: Arc<WindowBudget>) -> Self {
+        StreamFrames {
+            first: 0,
+            window: VecDeque::new(),
+            bytes: 0,
+            budget,
+            scratch: Vec::new(),
+        }
+    }
+
     fn end(&self) -> u64 {
         self.first + self.window.len() as u64
     }
@@ -67,11 +149,25 @@ impl StreamFrames {
     /// The request's layout, as the store will check it against its own.
     pub fn layout(req: &InsertRequest) -> Result<Layout, StreamError> {
         let shape = req.obs_shape.as_ref().ok_or(StreamError::NoShape)?.dims();
-        if shape.len() < 2 || shape.contains(&0) {
+        let frame_bytes = shape
+            .get(1..)
+            .and_then(|rest| rest.iter().try_fold(1usize, |a, &d| a.checked_mul(d)));
+        if !(2..=4).contains(&shape.len())
+            || shape.contains(&0)
+            || shape[0] > MAX_CHANNELS
+            || frame_bytes.is_none_or(|b| b > MAX_FRAME_BYTES)
+        {
             return Err(StreamError::BadShape(shape));
         }
         let codec = Codec::try_from(req.codec).map_err(|_| StreamError::UnknownCodec(req.codec))?;
-        Ok(Layout { shape, codec })
+        if !(1..=MAX_ACTIONS).contains(&req.num_actions) {
+            return Err(StreamError::BadActionCount(req.num_actions));
+        }
+        Ok(Layout {
+            shape,
+            codec,
+            num_actions: req.num_actions,
+        })
     }
 
     /// Checks `req` whole, then keeps its frames and returns its items.
@@ -83,8 +179,23 @@ impl StreamFrames {
     ) -> Result<Vec<NewItem>, StreamError> {
         let frame_size = layout.frame_size();
         self.scratch.resize(frame_size, 0);
+        // A stream's numbering starts where its first frames say: a sender
+        // back after a lost connection restates its window from there on.
+        if self.window.is_empty() {
+            if let Some(f) = req.frames.first() {
+                if f.id > MAX_FRAME_ID {
+                    return Err(StreamError::FrameOrder {
+                        got: f.id,
+                        expected: 0,
+                    });
+                }
+                self.first = f.id;
+            }
+        }
         let mut expected = self.end();
-        for (index, f) in req.frames.iter().enumerate() {
+        // Frames the stream already holds come again with a resent batch.
+        let fresh = req.frames.partition_point(|f| f.id < expected);
+        for (index, f) in req.frames.iter().enumerate().skip(fresh) {
             if f.id != expected {
                 return Err(StreamError::FrameOrder {
                     got: f.id,
@@ -139,10 +250,21 @@ impl StreamFrames {
                     discount: t.discount,
                 });
             }
+            if t.action >= layout.num_actions {
+                return Err(StreamError::BadAction {
+                    index,
+                    action: t.action,
+                    num_actions: layout.num_actions,
+                });
+            }
         }
+        let fresh = &req.frames[fresh..];
+        let added: usize = fresh.iter().map(|f| f.data.len()).sum();
+        self.budget.reserve(added)?;
+        self.bytes += added;
         // Everything checked: keep the frames, build the items, forget the oldest.
         self.window
-            .extend(req.frames.iter().map(|f| new_frame(&f.data, ledger)));
+            .extend(fresh.iter().map(|f| new_frame(&f.data, ledger)));
         let items = req
             .transitions
             .iter()
@@ -161,10 +283,15 @@ impl StreamFrames {
                 priority: t.priority,
             })
             .collect();
+        let mut released = 0;
         while self.first < first {
-            self.window.pop_front();
+            if let Some(f) = self.window.pop_front() {
+                released += f.bytes().len();
+            }
             self.first += 1;
         }
+        self.bytes -= released;
+        self.budget.release(released);
         Ok(items)
     }
 }
@@ -187,6 +314,8 @@ mod tests {
                 .collect(),
             transitions,
             actor_id: 0,
+            num_actions: 4,
+            ..Default::default()
         }
     }
 
@@ -322,9 +451,16 @@ mod tests {
             poison(
                 Transition {
                     discount: -0.5,
-                    ..good
+                    ..good.clone()
                 },
                 "discount -0.5",
+            ),
+            poison(
+                Transition {
+                    action: 4_000_000_000,
+                    ..good
+                },
+                "action 4000000000 is not below the stream's 4 actions",
             ),
         ]);
         for (req, needle) in cases {
@@ -370,6 +506,73 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(e, StreamError::UnknownFrame { id: 9, .. }), "{e}");
+    }
+
+    #[test]
+    fn layouts_are_bounded_and_declare_their_actions() {
+        let with = |dims: &[usize], actions: u32| InsertRequest {
+            obs_shape: Some(Shape::of(dims)),
+            num_actions: actions,
+            ..request(0..0, vec![])
+        };
+        assert!(StreamFrames::layout(&with(&[4, 84, 84], 18)).is_ok());
+        for dims in [
+            &[1, 1 << 31, 1 << 31][..],
+            &[4][..],
+            &[4, 0, 84][..],
+            &[65, 84, 84][..],
+            &[1, 2, 3, 4, 5][..],
+            &[2, 4096, 4096][..],
+        ] {
+            let e = StreamFrames::layout(&with(dims, 4)).unwrap_err();
+            assert!(matches!(e, StreamError::BadShape(_)), "{dims:?}: {e}");
+        }
+        for actions in [0, MAX_ACTIONS + 1] {
+            let e = StreamFrames::layout(&with(&[4, 84, 84], actions)).unwrap_err();
+            assert_eq!(e, StreamError::BadActionCount(actions));
+            assert!(e.to_string().contains("declare the game's action count"));
+        }
+    }
+
+    #[test]
+    fn a_resumed_stream_restates_its_window_and_skips_frames_it_holds() {
+        let ledger = Arc::new(Ledger::default());
+        // The sender's first stream went; on the new one it restates frames
+        // 100..103 (numbering goes on), then resends a batch with frame 102.
+        let mut s = StreamFrames::default();
+        let req = request(100..103, vec![]);
+        let layout = StreamFrames::layout(&req).unwrap();
+        s.accept(&req, &layout, &ledger).unwrap();
+        let resent = request(102..104, vec![transition([100, 101], [102, 103])]);
+        let items = s.accept(&resent, &layout, &ledger).unwrap();
+        assert_eq!(frame_tags(&items[0].item), vec![100, 101, 102, 103]);
+        assert_eq!(ledger.frames(), 4, "frame 102 is held once");
+        let e = s.accept(&request(105..106, vec![]), &layout, &ledger);
+        assert_eq!(
+            e.unwrap_err(),
+            StreamError::FrameOrder {
+                got: 105,
+                expected: 104
+            }
+        );
+    }
+
+    #[test]
+    fn frame_windows_share_one_memory_budget() {
+        let ledger = Arc::new(Ledger::default());
+        let one = Codec::Lz4.encode(&[0u8; 4]).len();
+        let budget = WindowBudget::new(3 * one);
+        let mut a = StreamFrames::new(budget.clone());
+        let mut b = StreamFrames::new(budget.clone());
+        let req = request(0..2, vec![]);
+        let layout = StreamFrames::layout(&req).unwrap();
+        a.accept(&req, &layout, &ledger).unwrap();
+        let e = b.accept(&req, &layout, &ledger).unwrap_err();
+        assert!(matches!(e, StreamError::WindowBudget { .. }), "{e}");
+        assert_eq!(budget.used(), 2 * one, "a refused request charges nothing");
+        drop(a);
+        assert_eq!(budget.used(), 0, "a closed stream returns its share");
+        b.accept(&req, &layout, &ledger).unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@ use apex_proto::v1::{
 };
 use apex_replay_server::limiter::RateLimit;
 use apex_replay_server::store::StoreConfig;
+use apex_replay_server::stream::MAX_ACTIONS;
 use apex_replay_server::{Replay, ReplayConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -37,7 +38,7 @@ fn config(min_size: usize, dir: Option<&std::path::Path>) -> ReplayConfig {
         },
         sample_timeout: Duration::from_millis(200),
         checkpoint_dir: dir.map(|d| d.to_owned()),
-        checkpoint_every: None,
+        ..ReplayConfig::in_memory(100, min_size, 0.6, 0)
     }
 }
 
@@ -78,7 +79,8 @@ fn request(frames: std::ops::Range<u64>, transitions: Vec<Transition>) -> Insert
             })
             .collect(),
         transitions,
-        actor_id: 0,
+        num_actions: MAX_ACTIONS,
+        ..Default::default()
     }
 }
 

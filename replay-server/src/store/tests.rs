@@ -153,6 +153,7 @@ fn each_shard_evicts_its_oldest_and_frames_go_with_their_last_item() {
     s.check_layout(&Layout {
         shape: vec![1, 4],
         codec: Codec::None,
+        num_actions: 16,
     })
     .unwrap();
     fill(&s, &[1.0; 10]);
@@ -179,9 +180,15 @@ fn layouts_must_agree() {
     let l = |c: usize, codec| Layout {
         shape: vec![c, 2, 2],
         codec,
+        num_actions: 4,
     };
     s.check_layout(&l(4, Codec::Lz4)).unwrap();
     s.check_layout(&l(4, Codec::Lz4)).unwrap();
+    let more_actions = Layout {
+        num_actions: 18,
+        ..l(4, Codec::Lz4)
+    };
+    assert!(s.check_layout(&more_actions).is_err());
     assert!(matches!(
         s.check_layout(&l(3, Codec::Lz4)),
         Err(StoreError::LayoutMismatch { .. })

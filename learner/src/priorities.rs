@@ -1,0 +1,50 @@
+//! Sends new priorities back to the replay server, retrying through its
+//! outages: a lost update leaves items at stale priorities.
+
+use std::time::Duration;
+
+use apex_proto::auth::Channel;
+use apex_proto::v1::replay_client::ReplayClient;
+use apex_proto::v1::UpdatePrioritiesRequest;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::retry::Retry;
+use crate::LearnerError;
+
+/// Sends every update from `updates` until the channel closes; `stop` cuts
+/// short only the pauses between retries, so that a clean shutdown still
+/// delivers the last updates.
+pub async fn send(
+    mut client: ReplayClient<Channel>,
+    mut updates: mpsc::Receiver<UpdatePrioritiesRequest>,
+    addr: String,
+    stop: CancellationToken,
+) -> Result<(), LearnerError> {
+    let mut retry = Retry::new("UpdatePriorities", &addr);
+    while let Some(update) = updates.recv().await {
+        loop {
+            match client.update_priorities(update.clone()).await {
+                Ok(_) => {
+                    retry.succeeded();
+                    break;
+                }
+                Err(status) => {
+                    let pause = retry.failed(&status)?;
+                    if sleep_or_stop(pause, &stop).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `stop` came first.
+async fn sleep_or_stop(pause: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(pause) => false,
+    }
+}
