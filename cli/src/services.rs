@@ -327,7 +327,6 @@ fn actor_config(
     count: usize,
     replay: String,
     learner: String,
-    token: Option<Token>,
 ) -> ActorConfig {
     let env = game.spec();
     ActorConfig {
@@ -353,7 +352,7 @@ fn actor_config(
         max_env_steps: a.max_env_steps,
         seed: game.seed,
         codec: a.frame_codec.into(),
-        token,
+        token: None,
     }
 }
 
@@ -539,16 +538,18 @@ pub async fn actor(a: ActorArgs) -> Result<()> {
     serve_metrics(a.metrics_addr)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
-    let config = actor_config(
-        &a.game,
-        &a.net,
-        &a.act,
-        a.actor_index,
-        a.actor_count,
-        a.replay,
-        a.learner,
-        a.auth.token()?,
-    );
+    let config = ActorConfig {
+        token: a.auth.token()?,
+        ..actor_config(
+            &a.game,
+            &a.net,
+            &a.act,
+            a.actor_index,
+            a.actor_count,
+            a.replay,
+            a.learner,
+        )
+    };
     let report = apex_actor::run(config, shutdown, Arc::new(ActorStats::default())).await?;
     tracing::info!(
         steps = report.env_steps,
@@ -665,16 +666,18 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         .map(|_| Arc::new(ActorStats::default()))
         .collect();
     for (i, stats) in actor_stats.iter().enumerate() {
-        let config = actor_config(
-            &a.game,
-            &a.net,
-            &a.act,
-            i,
-            actors,
-            replay_addr.clone(),
-            learner_addr.clone(),
-            token.clone(),
-        );
+        let config = ActorConfig {
+            token: token.clone(),
+            ..actor_config(
+                &a.game,
+                &a.net,
+                &a.act,
+                i,
+                actors,
+                replay_addr.clone(),
+                learner_addr.clone(),
+            )
+        };
         let (stop, stats) = (shutdown.clone(), stats.clone());
         tasks.spawn(async move {
             let r = apex_actor::run(config, stop, stats).await;

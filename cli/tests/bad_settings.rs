@@ -31,4 +31,24 @@ fn impossible_settings_fail_at_start_with_one_line() {
         &apex(&["actor", "--game", "catch", "--envs", "0"]),
         "--envs must be at least 1",
     );
+    let replay = |extra: &[&str]| {
+        let mut args = vec![
+            "replay-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        apex(&args)
+    };
+    assert_clear_failure(
+        &replay(&["--obs-shape", "4,84,84"]),
+        "--obs-shape and --num-actions go together",
+    );
+    let missing = dir.path().join("no-such-token");
+    assert_clear_failure(
+        &replay(&["--token-file", missing.to_str().unwrap()]),
+        "cannot read the token file",
+    );
 }
