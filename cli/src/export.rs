@@ -34,7 +34,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes every named tensor of `checkpoint` to `out`; returns how many.
+/// Writes the online network's tensors of `checkpoint` to `out`; returns how many.
 pub fn export(checkpoint: &Path, out: &Path) -> Result<usize> {
     let bytes = std::fs::read(checkpoint).with_context(|| {
         format!(
@@ -57,9 +57,10 @@ pub fn export(checkpoint: &Path, out: &Path) -> Result<usize> {
             checkpoint.display()
         );
     }
-    // safetensors stores plain dense buffers.
+    // safetensors stores plain dense buffers; the training state stays behind.
     let tensors: Vec<(String, Tensor)> = tensors
         .into_iter()
+        .filter(|(name, _)| apex_learner::checkpoint::is_online_weight(name))
         .map(|(name, t)| (name, t.detach().contiguous()))
         .collect();
     Tensor::write_safetensors(&tensors, out).map_err(|e| {

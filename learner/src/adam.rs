@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn matches_libtorch_adam() {
-        tch::manual_seed(7);
+        let _rng = crate::test_rng::seeded(7);
         let ours_vs = nn::VarStore::new(Device::Cpu);
         let ours_net = nn::linear(ours_vs.root(), 5, 3, Default::default());
         let mut theirs_vs = nn::VarStore::new(Device::Cpu);

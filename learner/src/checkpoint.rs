@@ -76,6 +76,12 @@ pub struct Resumed {
 /// Writes the whole state of `dqn` to `dir/checkpoint.ot` durably, keeping
 /// the one it replaces as `checkpoint.prev.ot`; `version` is the last
 /// weights version published.
+/// Whether a tensor of a checkpoint is one of the online network's weights
+/// (the rest is training state: target network, optimizer, meta).
+pub fn is_online_weight(name: &str) -> bool {
+    name != META && !name.starts_with(TARGET) && !name.starts_with(OPTIMIZER)
+}
+
 pub fn save(dir: &Path, dqn: &Dqn, version: u64) -> Result<PathBuf, CheckpointError> {
     if !dqn.is_finite() {
         return Err(CheckpointError::NonFinite {
@@ -363,6 +369,7 @@ mod tests {
     use crate::dqn::DqnConfig;
 
     fn dqn(actions: usize, dueling: bool) -> Dqn {
+        let _rng = crate::test_rng::seeded(actions as i64);
         let net = QNetConfig::new(Arch::Mlp { hidden: 8 }, &[1, 2, 2], actions, dueling);
         let config = DqnConfig {
             optimizer: Optimizer::Adam { eps: 1e-8 },

@@ -270,17 +270,8 @@ fn sorted(vs: &nn::VarStore) -> NamedTensors {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::seeded;
     use apex_model::Arch;
-
-    /// libtorch's generator is global: tests that seed it take turns, so
-    /// each starts from its own seed whatever runs beside it.
-    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-    fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
-        let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(seed);
-        guard
-    }
 
     fn config() -> DqnConfig {
         DqnConfig {

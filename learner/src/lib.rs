@@ -16,6 +16,8 @@ mod retry;
 pub mod rmsprop;
 pub mod state;
 mod summaries;
+#[cfg(test)]
+mod test_rng;
 mod throttle;
 mod train;
 pub mod weights;
@@ -59,7 +61,8 @@ pub struct LearnerConfig {
     pub run_dir: Option<PathBuf>,
     /// Train on CUDA when it is available.
     pub cuda: bool,
-    /// Stop after this many updates.
+    /// Stop once the update count reaches this (a resumed run counts on
+    /// from its checkpoint).
     pub max_updates: Option<u64>,
     /// Batches sampled ahead of the training loop.
     pub prefetch: usize,

@@ -47,6 +47,7 @@ pub async fn prefetch(
                 retry.succeeded();
                 response.into_inner()
             }
+            Err(_) if stop.is_cancelled() => return,
             Err(status) => match retry.failed(&status) {
                 Ok(pause) => {
                     tokio::select! {

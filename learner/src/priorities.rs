@@ -29,6 +29,9 @@ pub async fn send(
                     retry.succeeded();
                     break;
                 }
+                // Shutting down: the replay server is likely stopping too,
+                // and no outage is worth reporting.
+                Err(_) if stop.is_cancelled() => return Ok(()),
                 Err(status) => {
                     let pause = retry.failed(&status)?;
                     if sleep_or_stop(pause, &stop).await {

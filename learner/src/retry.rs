@@ -4,13 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use apex_proto::transport::Backoff;
 use tonic::{Code, Status};
 
 use crate::LearnerError;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Codes that no retry can fix: the learner is pointed at the wrong server,
 /// lacks credentials, or asks for something the server refuses outright.
@@ -43,7 +42,7 @@ fn advice(code: Code) -> &'static str {
 pub struct Retry {
     call: &'static str,
     addr: String,
-    pause: Duration,
+    backoff: Backoff,
     /// When the current run of failures began, and how many there were.
     failing: Option<(Instant, u32)>,
 }
@@ -53,7 +52,7 @@ impl Retry {
         Retry {
             call,
             addr: addr.to_owned(),
-            pause: FIRST_PAUSE,
+            backoff: Backoff::default(),
             failing: None,
         }
     }
@@ -72,10 +71,10 @@ impl Retry {
         }
         // The server answered and holds sampling back (too few transitions,
         // or the rate limiter): it already waited its sample timeout, so ask
-        // again soon, and it is no outage.
+        // again soon. No outage, and routine under a rate limit: debug only.
         if status.code() == Code::FailedPrecondition {
             if self.failing.is_none() {
-                tracing::info!(
+                tracing::debug!(
                     call = self.call,
                     reason = status.message(),
                     "waiting for the replay server"
@@ -96,10 +95,7 @@ impl Retry {
             *since = Instant::now();
         }
         *tries += 1;
-        let pause = self.pause;
-        self.pause = (self.pause * 2).min(MAX_PAUSE);
-        // Jitter keeps many clients from retrying in step after a restart.
-        Ok(pause.mul_f64(rand::thread_rng().gen_range(0.5..=1.0)))
+        Ok(self.backoff.next_wait())
     }
 
     /// After a successful call: ends the outage, if any.
@@ -115,12 +111,7 @@ impl Retry {
                 );
             }
         }
-        self.pause = FIRST_PAUSE;
-    }
-
-    /// Whether the last call failed.
-    pub fn is_failing(&self) -> bool {
-        self.failing.is_some()
+        self.backoff.reset();
     }
 }
 
@@ -129,20 +120,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pauses_double_up_to_the_cap_with_jitter_and_reset_on_success() {
+    fn pauses_grow_up_to_the_cap_and_reset_on_success() {
         let mut r = Retry::new("Sample", "http://x");
         let unavailable = Status::unavailable("down");
         let pauses: Vec<Duration> = (0..10).map(|_| r.failed(&unavailable).unwrap()).collect();
         for (i, p) in pauses.iter().enumerate() {
-            let nominal = (FIRST_PAUSE * 2u32.pow(i as u32)).min(MAX_PAUSE);
-            assert!(
-                *p <= nominal && *p >= nominal / 2,
-                "try {i}: {p:?} vs {nominal:?}"
-            );
+            let ceiling = (FIRST_PAUSE * 2u32.pow(i as u32)).min(Duration::from_secs(5));
+            assert!(*p <= ceiling, "try {i}: {p:?} above {ceiling:?}");
         }
-        assert!(r.is_failing());
+        assert!(r.failing.is_some());
         r.succeeded();
-        assert!(!r.is_failing());
+        assert!(r.failing.is_none());
         assert!(r.failed(&unavailable).unwrap() <= FIRST_PAUSE);
     }
 

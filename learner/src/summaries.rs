@@ -41,6 +41,7 @@ pub async fn write(
                 retry.succeeded();
                 info
             }
+            Err(_) if stop.is_cancelled() => return,
             Err(status) => match retry.failed(&status) {
                 Ok(_) => continue,
                 Err(e) => {

@@ -224,7 +224,10 @@ mod tests {
     fn non_finite_batches_are_skipped_and_training_goes_on() {
         let config = config();
         let net = QNetConfig::new(config.arch, &config.obs_shape, 2, true);
-        let mut dqn = Dqn::new(net, config.dqn, Device::Cpu).unwrap();
+        let mut dqn = {
+            let _rng = crate::test_rng::seeded(11);
+            Dqn::new(net, config.dqn, Device::Cpu).unwrap()
+        };
         let (tx, rx) = mpsc::channel(16);
         for reward in [1.0, f32::NAN, 1.0, f32::INFINITY, 1.0, 1.0] {
             tx.try_send(Ok(batch(reward))).unwrap();
@@ -258,7 +261,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = config();
         let net = QNetConfig::new(config.arch, &config.obs_shape, 2, true);
+        let rng = crate::test_rng::seeded(12);
         let mut dqn = Dqn::new(net, config.dqn, Device::Cpu).unwrap();
+        let mut resumed = Dqn::new(net, config.dqn, Device::Cpu).unwrap();
+        drop(rng);
         let (tx, rx) = mpsc::channel(16);
         for _ in 0..3 {
             tx.try_send(Ok(batch(1.0))).unwrap();
@@ -276,7 +282,6 @@ mod tests {
             train(&mut dqn, &config, rx, out, 1),
             Err(LearnerError::Address(_))
         ));
-        let mut resumed = Dqn::new(net, config.dqn, Device::Cpu).unwrap();
         let r = checkpoint::resume(dir.path(), &mut resumed)
             .unwrap()
             .unwrap();

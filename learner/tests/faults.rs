@@ -36,6 +36,7 @@ async fn the_learner_rides_out_a_replay_restart() {
     );
 
     replay.stop().await;
+    let stopped_at = learner.updates();
     // Long enough for several failed tries and a few backoff doublings.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
@@ -43,6 +44,10 @@ async fn the_learner_rides_out_a_replay_restart() {
         "the learner exited while the replay was away"
     );
     let during = learner.updates();
+    assert!(
+        during <= stopped_at + 4,
+        "the outage was real: at most the prefetched batches were trained on ({stopped_at} -> {during})"
+    );
 
     let replay = start_replay(rebind(&addr).await, 1000);
     fill(&addr, 64, NUM_ACTIONS as u32, |t| (t % 3) as u32).await;

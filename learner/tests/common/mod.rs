@@ -35,14 +35,13 @@ pub struct Replay {
 }
 
 /// A replay server on `listener` holding at most `capacity` transitions
-/// (the oldest go first), sampling from 8.
+/// (the oldest go first: one shard, one FIFO), sampling from 8.
 pub fn start_replay(listener: TcpListener, capacity: usize) -> Replay {
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let config = ReplayConfig {
-        sample_timeout: Duration::from_millis(200),
-        ..ReplayConfig::in_memory(capacity, BATCH, 0.6, 1)
-    };
+    let mut config = ReplayConfig::in_memory(capacity, BATCH, 0.6, 1);
+    config.store.shards = 1;
+    config.sample_timeout = Duration::from_millis(200);
     let task = tokio::spawn(apex_replay_server::run(
         config,
         listener,
