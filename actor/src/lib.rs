@@ -17,7 +17,7 @@ use apex_env::{EnvError, EnvSpec, Environment, GameSummary};
 use apex_model::{Arch, QNetConfig};
 use apex_proto::auth::{Channel, Token};
 use apex_proto::frame_stream::{FrameStream, NamedObs};
-use apex_proto::transport::{is_transient, with_deadline, Backoff, UNARY_DEADLINE};
+use apex_proto::transport::{pause_or_stop, with_deadline, Retry, UNARY_DEADLINE};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::{Codec, Frame, Transition, WeightsRequest};
@@ -222,7 +222,7 @@ pub async fn run(
     };
     let mut params = ParametersClient::new(learner).max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Play with the learner's network from the first step.
-    let mut backoff = Backoff::default();
+    let mut retry = Retry::new("GetWeights", &config.learner_addr);
     let FetchedWeights {
         version,
         data: weights,
@@ -231,17 +231,10 @@ pub async fn run(
         let wait = match fetch_weights(&mut params, 0).await {
             Ok(Some(w)) => break w,
             Ok(None) => Duration::from_millis(200),
-            Err(s) if is_transient(&s) => {
-                if backoff.tries() == 0 {
-                    tracing::warn!(status = %s, "waiting for the learner's first weights");
-                }
-                backoff.next_wait()
-            }
-            Err(s) => return Err(learner_err(s)),
+            Err(s) => retry.failed(&s).map_err(learner_err)?,
         };
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(report(&stats)),
-            _ = tokio::time::sleep(wait) => {}
+        if pause_or_stop(wait, &shutdown).await {
+            return Ok(report(&stats));
         }
     };
     let policy = PolicyNet::from_weights(net, &weights, version).map_err(ActorError::Weights)?;
@@ -263,6 +256,7 @@ pub async fn run(
     };
     let sender = Sender::open(
         replay,
+        &config.replay_addr,
         spec,
         stats.transitions_acknowledged.clone(),
         shutdown.clone(),
@@ -272,6 +266,7 @@ pub async fn run(
     let refresh = Arc::new(Notify::new());
     let poller = tokio::spawn(poll_weights(
         params,
+        retry,
         net,
         version,
         refresh.clone(),
@@ -319,13 +314,13 @@ pub async fn run(
 /// network off the actor's thread so play never waits for it.
 async fn poll_weights(
     mut params: ParametersClient<Channel>,
+    mut retry: Retry,
     net: QNetConfig,
     mut have: u64,
     refresh: Arc<Notify>,
     ready: mpsc::Sender<PolicyNet>,
     stop: CancellationToken,
 ) -> Result<(), tonic::Status> {
-    let mut backoff = Backoff::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -344,19 +339,15 @@ async fn poll_weights(
             Ok(None) => continue,
             // The learner may be restarting: keep playing with what we have,
             // and ask again no sooner than the backoff says.
-            Err(s) if is_transient(&s) => {
+            Err(s) => {
                 apex_telemetry::grpc_error("GetWeights", &s);
-                if backoff.tries() == 0 {
-                    tracing::warn!(status = %s, "cannot fetch weights; playing on with version {have}");
+                if pause_or_stop(retry.failed(&s)?, &stop).await {
+                    return Ok(());
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(backoff.next_wait()) => continue,
-                }
+                continue;
             }
-            Err(s) => return Err(s),
         };
-        backoff.reset();
+        retry.succeeded();
         let built =
             tokio::task::spawn_blocking(move || PolicyNet::from_weights(net, &weights, version))
                 .await

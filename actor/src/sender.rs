@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use apex_proto::auth::Channel;
-use apex_proto::transport::{is_transient, Backoff};
+use apex_proto::transport::{pause_or_stop, Retry};
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::{Codec, Frame, InsertRequest, Shape, Transition};
 use apex_proto::STREAM_FRAME_WINDOW;
@@ -39,7 +39,8 @@ struct Batch {
 }
 
 pub struct Sender {
-    batches: mpsc::Sender<Batch>,
+    /// Closed (taken) by `finish`, which tells the pump no more will come.
+    batches: Option<mpsc::Sender<Batch>>,
     pump: Pump,
 }
 
@@ -76,20 +77,22 @@ impl Drop for Sender {
 }
 
 impl Sender {
-    /// A sender on `client`. It connects when the first batch comes and
-    /// again whenever the connection fails with a transient error; once
-    /// `stop` is cancelled it no longer reconnects.
+    /// A sender on `client` (the replay server at `addr`). It connects when
+    /// the first batch comes and again whenever the connection fails with a
+    /// transient error; once `stop` is cancelled it no longer reconnects.
     pub fn open(
         client: ReplayClient<Channel>,
+        addr: &str,
         spec: StreamSpec,
         acknowledged: Arc<AtomicU64>,
         stop: CancellationToken,
     ) -> Sender {
         let (batches, input) = mpsc::channel(1);
         let state = Connection::new(client, spec, acknowledged);
+        let retry = Retry::new("Insert", addr);
         Sender {
-            batches,
-            pump: Pump::Running(tokio::spawn(state.run(input, stop))),
+            batches: Some(batches),
+            pump: Pump::Running(tokio::spawn(state.run(input, retry, stop))),
         }
     }
 
@@ -104,7 +107,11 @@ impl Sender {
             frames,
             transitions,
         };
-        if self.batches.send(batch).await.is_err() {
+        let batches = self
+            .batches
+            .as_ref()
+            .expect("a sender is open until finish");
+        if batches.send(batch).await.is_err() {
             return Err(match self.pump.outcome().await {
                 Err(status) => status,
                 Ok(()) => tonic::Status::unavailable("the insert stream ended"),
@@ -115,8 +122,7 @@ impl Sender {
 
     /// Waits until every sent batch is acknowledged, then closes the stream.
     pub async fn finish(mut self) -> Result<(), tonic::Status> {
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.batches, closed));
+        self.batches = None;
         self.pump.outcome().await
     }
 }
@@ -257,32 +263,23 @@ impl Connection {
     async fn run(
         mut self,
         mut input: mpsc::Receiver<Batch>,
+        mut retry: Retry,
         stop: CancellationToken,
     ) -> Result<(), tonic::Status> {
-        let mut backoff = Backoff::default();
         let mut input_open = true;
         loop {
             let status = match self
-                .connection(&mut input, &mut input_open, &mut backoff)
+                .connection(&mut input, &mut input_open, &mut retry)
                 .await?
             {
                 Ended::Done => return Ok(()),
                 Ended::Broken(status) => status,
             };
-            if !is_transient(&status) {
-                return Err(status);
-            }
-            if stop.is_cancelled() {
-                // Shutting down: the peer may be stopping too.
-                return Err(status);
-            }
-            if backoff.tries() == 0 {
-                tracing::warn!(%status, unacknowledged = self.unacked.len(), "insert stream broke; reconnecting to resend");
-            }
             apex_telemetry::grpc_error("Insert", &status);
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.next_wait()) => {}
-                _ = stop.cancelled() => return Err(status),
+            let wait = retry.failed(&status)?;
+            // Shutting down: the peer may be stopping too.
+            if stop.is_cancelled() || pause_or_stop(wait, &stop).await {
+                return Err(status);
             }
         }
     }
@@ -294,7 +291,7 @@ impl Connection {
         &mut self,
         input: &mut mpsc::Receiver<Batch>,
         input_open: &mut bool,
-        backoff: &mut Backoff,
+        retry: &mut Retry,
     ) -> Result<Ended, tonic::Status> {
         if !*input_open && self.unacked.is_empty() {
             return Ok(Ended::Done);
@@ -318,10 +315,7 @@ impl Connection {
                 r = responses.next() => match r {
                     Some(Ok(answer)) => {
                         self.acknowledge(answer.sequence)?;
-                        if backoff.tries() > 0 {
-                            tracing::info!("insert stream back");
-                            backoff.reset();
-                        }
+                        retry.succeeded();
                     }
                     Some(Err(status)) => return Ok(Ended::Broken(status)),
                     None => {

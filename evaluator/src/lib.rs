@@ -21,6 +21,7 @@ use apex_actor::policy::PolicyNet;
 use apex_actor::{fetch_weights, FetchedWeights};
 use apex_env::{AtariConfig, EnvSpec, Protocol};
 use apex_model::QNetConfig;
+use apex_proto::transport::{pause_or_stop, Retry};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::InfoRequest;
@@ -179,6 +180,7 @@ pub async fn run(
     let mut params = ParametersClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let mut have = 0;
     let mut rounds = 0;
+    let mut retry = Retry::new("GetWeights", &config.learner_addr);
     loop {
         if config.max_rounds.is_some_and(|m| rounds >= m) {
             return Ok(());
@@ -191,20 +193,21 @@ pub async fn run(
             Ok(Some(w)) => w,
             // Nothing newer since the last round: ask again shortly.
             Ok(None) => {
-                if sleep_or_stop(&shutdown, Duration::from_secs(1)).await {
+                if pause_or_stop(Duration::from_secs(1), &shutdown).await {
                     return Ok(());
                 }
                 continue;
             }
-            Err(s) if apex_proto::transport::is_transient(&s) => {
+            Err(s) => {
                 apex_telemetry::grpc_error("GetWeights", &s);
-                if sleep_or_stop(&shutdown, Duration::from_secs(1)).await {
+                let wait = retry.failed(&s).map_err(learner_err)?;
+                if pause_or_stop(wait, &shutdown).await {
                     return Ok(());
                 }
                 continue;
             }
-            Err(s) => return Err(learner_err(s)),
         };
+        retry.succeeded();
         have = weights.version;
         let round_start = Instant::now();
         let steps = env_steps(&config.env_steps, config.token.as_ref()).await;
@@ -219,17 +222,9 @@ pub async fn run(
             .every
             .max(took.div_f64(config.budget.max(1e-3)))
             .saturating_sub(took);
-        if sleep_or_stop(&shutdown, wait).await {
+        if pause_or_stop(wait, &shutdown).await {
             return Ok(());
         }
-    }
-}
-
-/// True when `shutdown` came first.
-async fn sleep_or_stop(shutdown: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
     }
 }
 

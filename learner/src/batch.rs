@@ -88,6 +88,24 @@ impl Batch {
     }
 }
 
+/// Four 2x2 one-channel transitions sharing one observation, for the
+/// learner's unit tests.
+#[cfg(test)]
+pub(crate) fn tiny_batch(actions: [i64; 4], reward: f32, discount: f32) -> Batch {
+    let obs = Tensor::from_slice(&[0u8, 255, 0, 255])
+        .view([1, 1, 2, 2])
+        .repeat([4, 1, 1, 1]);
+    Batch {
+        ids: vec![0, 1, 2, 3],
+        next_obs: obs.copy(),
+        obs,
+        actions: Tensor::from_slice(&actions),
+        rewards: Tensor::from_slice(&[reward; 4]),
+        discounts: Tensor::from_slice(&[discount; 4]),
+        weights: Tensor::from_slice(&[1f32; 4]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

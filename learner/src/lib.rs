@@ -188,7 +188,7 @@ pub async fn run(
         let service = apex_proto::auth::guard(service, config.token.clone());
         let stop = stop.clone();
         tokio::spawn(
-            tonic::transport::Server::builder()
+            apex_proto::transport::server()
                 .add_service(health_service)
                 .add_service(service)
                 .serve_with_incoming_shutdown(

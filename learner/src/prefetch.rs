@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apex_proto::auth::Channel;
+use apex_proto::transport::{with_deadline, UNARY_DEADLINE};
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::SampleRequest;
 use tch::Device;
@@ -40,7 +41,7 @@ pub async fn prefetch(
         };
         let r = tokio::select! {
             _ = stop.cancelled() => return,
-            r = client.sample(request) => r,
+            r = client.sample(with_deadline(request, UNARY_DEADLINE)) => r,
         };
         let response = match r {
             Ok(response) => {

@@ -1,9 +1,8 @@
 //! Sends new priorities back to the replay server, retrying through its
 //! outages: a lost update leaves items at stale priorities.
 
-use std::time::Duration;
-
 use apex_proto::auth::Channel;
+use apex_proto::transport::{pause_or_stop, with_deadline, UNARY_DEADLINE};
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::UpdatePrioritiesRequest;
 use tokio::sync::mpsc;
@@ -24,7 +23,10 @@ pub async fn send(
     let mut retry = Retry::new("UpdatePriorities", &addr);
     while let Some(update) = updates.recv().await {
         loop {
-            match client.update_priorities(update.clone()).await {
+            match client
+                .update_priorities(with_deadline(update.clone(), UNARY_DEADLINE))
+                .await
+            {
                 Ok(_) => {
                     retry.succeeded();
                     break;
@@ -34,7 +36,7 @@ pub async fn send(
                 Err(_) if stop.is_cancelled() => return Ok(()),
                 Err(status) => {
                     let pause = retry.failed(&status)?;
-                    if sleep_or_stop(pause, &stop).await {
+                    if pause_or_stop(pause, &stop).await {
                         return Ok(());
                     }
                 }
@@ -42,12 +44,4 @@ pub async fn send(
         }
     }
     Ok(())
-}
-
-/// Whether `stop` came first.
-async fn sleep_or_stop(pause: Duration, stop: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => true,
-        _ = tokio::time::sleep(pause) => false,
-    }
 }

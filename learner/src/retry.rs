@@ -1,27 +1,15 @@
-//! Calls to the replay server that outlive its restarts: which failures are
-//! worth retrying, how long to wait between tries, and one log line when an
-//! outage starts and one when it ends (not one per try).
+//! Calls to the replay server that outlive its restarts: the shared retry
+//! policy, plus what the learner adds (a Sample held back by the rate
+//! limiter is asked again soon; a refusal says what to fix).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use apex_proto::transport::Backoff;
+use apex_proto::transport;
 use tonic::{Code, Status};
 
 use crate::LearnerError;
 
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
-
-/// Codes that no retry can fix: the learner is pointed at the wrong server,
-/// lacks credentials, or asks for something the server refuses outright.
-pub fn is_configuration_error(code: Code) -> bool {
-    matches!(
-        code,
-        Code::InvalidArgument
-            | Code::Unauthenticated
-            | Code::PermissionDenied
-            | Code::Unimplemented
-    )
-}
 
 /// What to do about a configuration error, by code.
 fn advice(code: Code) -> &'static str {
@@ -38,13 +26,13 @@ fn advice(code: Code) -> &'static str {
     }
 }
 
-/// Retry state of one kind of call to one server.
+/// Retries of one kind of call to the replay server (see
+/// [`apex_proto::transport::Retry`]), with the learner's error and advice
+/// when no retry can help.
 pub struct Retry {
     call: &'static str,
     addr: String,
-    backoff: Backoff,
-    /// When the current run of failures began, and how many there were.
-    failing: Option<(Instant, u32)>,
+    inner: transport::Retry,
 }
 
 impl Retry {
@@ -52,8 +40,7 @@ impl Retry {
         Retry {
             call,
             addr: addr.to_owned(),
-            backoff: Backoff::default(),
-            failing: None,
+            inner: transport::Retry::new(call, addr),
         }
     }
 
@@ -61,57 +48,30 @@ impl Retry {
     /// error to stop with when no retry can help.
     pub fn failed(&mut self, status: &Status) -> Result<Duration, LearnerError> {
         apex_telemetry::grpc_error(self.call, status);
-        if is_configuration_error(status.code()) {
-            return Err(LearnerError::Replay {
-                addr: self.addr.clone(),
-                call: self.call,
-                status: status.clone(),
-                advice: advice(status.code()),
-            });
-        }
         // The server answered and holds sampling back (too few transitions,
         // or the rate limiter): it already waited its sample timeout, so ask
-        // again soon. No outage, and routine under a rate limit: debug only.
+        // again soon. No outage, and routine under a rate limit.
         if status.code() == Code::FailedPrecondition {
-            if self.failing.is_none() {
-                tracing::debug!(
-                    call = self.call,
-                    reason = status.message(),
-                    "waiting for the replay server"
-                );
-                self.failing = Some((Instant::now(), 0));
-            }
+            tracing::debug!(
+                call = self.call,
+                reason = status.message(),
+                "waiting for the replay server"
+            );
             return Ok(FIRST_PAUSE);
         }
-        let (since, tries) = self.failing.get_or_insert((Instant::now(), 0));
-        if *tries == 0 {
-            tracing::warn!(
-                addr = %self.addr,
-                call = self.call,
-                code = ?status.code(),
-                message = status.message(),
-                "replay server unreachable or failing: retrying with backoff"
-            );
-            *since = Instant::now();
-        }
-        *tries += 1;
-        Ok(self.backoff.next_wait())
+        self.inner
+            .failed(status)
+            .map_err(|status| LearnerError::Replay {
+                addr: self.addr.clone(),
+                call: self.call,
+                advice: advice(status.code()),
+                status,
+            })
     }
 
     /// After a successful call: ends the outage, if any.
     pub fn succeeded(&mut self) {
-        if let Some((since, tries)) = self.failing.take() {
-            if tries > 0 {
-                tracing::info!(
-                    addr = %self.addr,
-                    call = self.call,
-                    after_s = since.elapsed().as_secs_f64(),
-                    failures = tries,
-                    "replay server back"
-                );
-            }
-        }
-        self.backoff.reset();
+        self.inner.succeeded();
     }
 }
 
@@ -128,9 +88,9 @@ mod tests {
             let ceiling = (FIRST_PAUSE * 2u32.pow(i as u32)).min(Duration::from_secs(5));
             assert!(*p <= ceiling, "try {i}: {p:?} above {ceiling:?}");
         }
-        assert!(r.failing.is_some());
+        assert!(r.inner.is_failing());
         r.succeeded();
-        assert!(r.failing.is_none());
+        assert!(!r.inner.is_failing());
         assert!(r.failed(&unavailable).unwrap() <= FIRST_PAUSE);
     }
 

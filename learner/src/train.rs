@@ -174,7 +174,7 @@ mod tests {
     use super::*;
     use crate::dqn::{DqnConfig, Optimizer};
     use apex_model::{Arch, QNetConfig};
-    use tch::{Device, Tensor};
+    use tch::Device;
 
     fn config() -> LearnerConfig {
         LearnerConfig {
@@ -206,18 +206,7 @@ mod tests {
     }
 
     fn batch(reward: f32) -> Batch {
-        let obs = Tensor::from_slice(&[0u8, 255, 0, 255])
-            .view([1, 1, 2, 2])
-            .repeat([4, 1, 1, 1]);
-        Batch {
-            ids: vec![0, 1, 2, 3],
-            next_obs: obs.copy(),
-            obs,
-            actions: Tensor::from_slice(&[1i64, 0, 1, 0]),
-            rewards: Tensor::from_slice(&[reward; 4]),
-            discounts: Tensor::from_slice(&[0.0f32; 4]),
-            weights: Tensor::from_slice(&[1f32; 4]),
-        }
+        crate::batch::tiny_batch([1, 0, 1, 0], reward, 0.0)
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! calls, which failures are worth retrying, and how long to wait between
 //! tries.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Endpoint, Server};
 use tonic::Code;
 
@@ -112,6 +113,75 @@ impl Backoff {
     }
 }
 
+/// Retries of one kind of call to one server: the wait before each try,
+/// and one log line when an outage starts and one when it ends (not one per
+/// try).
+#[derive(Debug)]
+pub struct Retry {
+    call: &'static str,
+    addr: String,
+    backoff: Backoff,
+    /// When the current run of failures began.
+    since: Option<Instant>,
+}
+
+impl Retry {
+    pub fn new(call: &'static str, addr: &str) -> Self {
+        Retry {
+            call,
+            addr: addr.to_owned(),
+            backoff: Backoff::default(),
+            since: None,
+        }
+    }
+
+    /// After a failed call: how long to wait before the next try, or the
+    /// status back when no retry can help ([`is_transient`]).
+    pub fn failed(&mut self, status: &tonic::Status) -> Result<Duration, tonic::Status> {
+        if !is_transient(status) {
+            return Err(status.clone());
+        }
+        if self.since.is_none() {
+            tracing::warn!(
+                addr = %self.addr,
+                call = self.call,
+                code = ?status.code(),
+                message = status.message(),
+                "server unreachable or failing: retrying with backoff"
+            );
+            self.since = Some(Instant::now());
+        }
+        Ok(self.backoff.next_wait())
+    }
+
+    /// After a successful call: ends the outage, if any.
+    pub fn succeeded(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                addr = %self.addr,
+                call = self.call,
+                after_s = since.elapsed().as_secs_f64(),
+                failures = self.backoff.tries(),
+                "server back"
+            );
+        }
+        self.backoff.reset();
+    }
+
+    /// Whether the last call failed.
+    pub fn is_failing(&self) -> bool {
+        self.since.is_some()
+    }
+}
+
+/// Sleeps for `wait`; `true` if `stop` came first.
+pub async fn pause_or_stop(wait: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
+    }
+}
+
 /// A uniform number in [0, 1) without a random-number crate: the clock's
 /// nanoseconds mixed through a 64-bit finalizer differ between processes
 /// and calls, which is all jitter needs.
@@ -148,6 +218,26 @@ mod tests {
         );
         b.reset();
         assert!(b.next_wait() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn an_outage_is_retried_with_growing_waits_and_ends_at_the_first_success() {
+        let mut r = Retry::new("Sample", "http://x");
+        let down = tonic::Status::unavailable("down");
+        let waits: Vec<Duration> = (0..10).map(|_| r.failed(&down).unwrap()).collect();
+        for (i, w) in waits.iter().enumerate() {
+            let ceiling =
+                (Duration::from_millis(100) * 2u32.pow(i as u32)).min(Duration::from_secs(5));
+            assert!(*w <= ceiling, "try {i}: {w:?} above {ceiling:?}");
+        }
+        assert!(r.is_failing());
+        r.succeeded();
+        assert!(!r.is_failing());
+        assert!(r.failed(&down).unwrap() <= Duration::from_millis(100));
+        let refused = r
+            .failed(&tonic::Status::invalid_argument("no"))
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
     }
 
     #[test]

@@ -245,27 +245,11 @@ impl ReplayRpc for ReplayService {
                 _ => invalid(e),
             }),
         )?;
-        let frame_bytes: usize = {
-            let mut seen = std::collections::HashSet::new();
-            sample
-                .items
-                .iter()
-                .flat_map(|it| it.frames.iter())
-                .filter(|f| seen.insert(std::sync::Arc::as_ptr(f)))
-                .map(|f| f.bytes().len())
-                .sum()
-        };
-        if frame_bytes > MAX_SAMPLE_BYTES {
-            let s = Status::resource_exhausted(format!(
-                "a batch of {n} carries {frame_bytes} frame bytes, more than the {MAX_SAMPLE_BYTES} a response may: ask for a smaller batch"
-            ));
-            return counted("Sample", Err(s));
-        }
-        replay.limiter().sampled(n);
         let layout = store.layout().expect("a store that sampled has a layout");
         let channels = layout.channels();
         // Each distinct frame once.
         let mut index: HashMap<*const FrameData, u32> = HashMap::new();
+        let mut frame_bytes = 0;
         let mut r = SampleResponse {
             obs_shape: Some(Shape::of(&layout.shape)),
             codec: layout.codec as i32,
@@ -277,6 +261,7 @@ impl ReplayRpc for ReplayService {
             for (k, f) in item.frames.iter().enumerate() {
                 let next = index.len() as u32;
                 let i = *index.entry(std::sync::Arc::as_ptr(f)).or_insert_with(|| {
+                    frame_bytes += f.bytes().len();
                     r.frames.push(WireFrame {
                         id: next as u64,
                         data: Bytes::from_owner(SharedFrame(f.clone())),
@@ -293,6 +278,14 @@ impl ReplayRpc for ReplayService {
             r.rewards.push(item.reward);
             r.discounts.push(item.discount);
         }
+        if frame_bytes > MAX_SAMPLE_BYTES {
+            let s = Status::resource_exhausted(format!(
+                "a batch of {n} carries {frame_bytes} frame bytes, more than the {MAX_SAMPLE_BYTES} a response may: ask for a smaller batch"
+            ));
+            return counted("Sample", Err(s));
+        }
+        // Counted for the rate limiter only once the batch goes out.
+        replay.limiter().sampled(n);
         r.ids = sample.ids;
         r.weights = sample.weights;
         metrics::counter!(m::SAMPLED).increment(n as u64);

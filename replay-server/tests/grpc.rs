@@ -355,3 +355,57 @@ async fn a_checkpoint_survives_a_restart_with_contents_and_priorities() {
     again.shutdown.cancel();
     again.task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn limits_answer_resource_exhausted_and_a_resend_is_stored_once() {
+    let one_frame = Codec::Lz4.encode(&[0u8; 3]).len();
+    let mut s = serve(ReplayConfig {
+        max_insert_streams: 1,
+        stream_window_bytes: 4 * one_frame,
+        ..config(1, None)
+    })
+    .await;
+    // One stream open (its requests wait in a channel), a second refused.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut first = s
+        .client
+        .insert(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = s.client.insert(tokio_stream::iter(Vec::new())).await;
+    let Err(e) = second else {
+        panic!("a second stream is over the cap")
+    };
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("--max-insert-streams"), "{e}");
+
+    // Batch 1 of stream 7, then the same batch again (a resend): stored once.
+    let batch = InsertRequest {
+        stream_id: 7,
+        sequence: 1,
+        ..request(0..3, vec![step(0)])
+    };
+    tx.send(batch.clone()).await.unwrap();
+    let a = first.next().await.unwrap().unwrap();
+    assert_eq!((a.inserted, a.sequence, a.duplicate), (1, 1, false));
+    tx.send(batch).await.unwrap();
+    let b = first.next().await.unwrap().unwrap();
+    assert_eq!((b.inserted, b.sequence, b.duplicate), (0, 1, true));
+    assert_eq!(b.size, 1, "the resend was not stored again");
+
+    // Two more frames take the window over its 4-frame budget.
+    tx.send(InsertRequest {
+        stream_id: 7,
+        sequence: 2,
+        ..request(3..5, vec![step(1)])
+    })
+    .await
+    .unwrap();
+    let e = first.next().await.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("--stream-window-mb"), "{e}");
+    drop(tx);
+    s.shutdown.cancel();
+    s.task.await.unwrap().unwrap();
+}
