@@ -63,7 +63,7 @@ if [ ${#compose[@]} -gt 0 ]; then
   step "${compose[*]} config"
   "${compose[@]}" -f docker-compose.yml config -q || fail "docker-compose.yml"
   "${compose[@]}" -f docker-compose.yml -f deploy/docker-compose.gpu.yml config -q || fail "GPU override"
-  APEX_REPLAY=http://replay:50051 APEX_LEARNER=http://learner:50052 \
+  APEX_REPLAY=http://replay:50051 APEX_LEARNER=http://learner:50052 APEX_TOKEN=validate \
     "${compose[@]}" -f deploy/docker-compose.actor.yml config -q || fail "deploy/docker-compose.actor.yml"
 else
   step "note: no docker compose here, compose files not checked"

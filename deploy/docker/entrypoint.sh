@@ -63,4 +63,18 @@ if [ "${1:-}" = actor ]; then
   export APEX_ACTOR_COUNT=$count
   say "actor $APEX_ACTOR_INDEX of $APEX_ACTOR_COUNT"
 fi
+# The shared bearer token: APEX_TOKEN when given; otherwise the file
+# APEX_TOKEN_FILE names, made once (with a random token) by whichever
+# service starts first. Linking a finished file into place is atomic, so
+# services starting together agree on one token.
+if [ -n "${APEX_TOKEN:-}" ]; then
+  unset APEX_TOKEN_FILE
+elif [ -n "${APEX_TOKEN_FILE:-}" ] && [ ! -s "$APEX_TOKEN_FILE" ]; then
+  tmp="$APEX_TOKEN_FILE.$$"
+  if (od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$tmp") 2>/dev/null; then
+    ln "$tmp" "$APEX_TOKEN_FILE" 2>/dev/null || true
+    rm -f "$tmp"
+  fi
+  [ -s "$APEX_TOKEN_FILE" ] || { say "cannot write the token file $APEX_TOKEN_FILE: mount a writable volume there or set APEX_TOKEN"; exit 2; }
+fi
 exec apex "$@"
