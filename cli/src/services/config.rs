@@ -1,0 +1,144 @@
+//! From settings to each service's configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use apex_actor::policy::Exploration;
+use apex_actor::ActorConfig;
+use apex_env::EnvSpec;
+use apex_learner::dqn::{DqnConfig, Optimizer};
+use apex_learner::LearnerConfig;
+use apex_model::Arch;
+use apex_replay_server::limiter::RateLimit;
+use apex_replay_server::store::StoreConfig;
+use apex_replay_server::ReplayConfig;
+
+use super::settings::*;
+use crate::env_cmd::GameArgs;
+
+impl StoreArgs {
+    pub(super) fn replay_config(
+        &self,
+        seed: u64,
+        checkpoint: &CheckpointArgs,
+        dir: Option<PathBuf>,
+    ) -> ReplayConfig {
+        ReplayConfig {
+            store: StoreConfig {
+                capacity: self.capacity,
+                shards: self.shards.max(1),
+                alpha: self.alpha,
+                seed,
+            },
+            limit: RateLimit {
+                min_size: self.min_size,
+                samples_per_insert: (self.samples_per_insert > 0.0)
+                    .then_some(self.samples_per_insert),
+                error_buffer: self.error_buffer,
+            },
+            sample_timeout: Duration::from_secs(10),
+            checkpoint_every: dir.as_ref().and_then(|_| {
+                (checkpoint.checkpoint_every_secs > 0)
+                    .then(|| Duration::from_secs(checkpoint.checkpoint_every_secs))
+            }),
+            checkpoint_dir: dir,
+            ..ReplayConfig::in_memory(self.capacity, self.min_size, self.alpha, seed)
+        }
+    }
+}
+
+pub fn arch(spec: &EnvSpec) -> Arch {
+    match spec {
+        EnvSpec::Atari(_) => Arch::Nature,
+        EnvSpec::Catch(_) => Arch::Mlp { hidden: 64 },
+    }
+}
+
+pub(super) fn learner_config(
+    game: &GameArgs,
+    net: &NetArgs,
+    t: &TrainArgs,
+    replay_addr: String,
+    run_dir: Option<PathBuf>,
+) -> Result<LearnerConfig> {
+    let spec = game.spec();
+    let (obs_shape, num_actions) = spec.probe()?;
+    Ok(LearnerConfig {
+        replay_addr,
+        obs_shape,
+        num_actions,
+        arch: arch(&spec),
+        dueling: net.dueling.into(),
+        dqn: t.dqn(),
+        batch_size: t.batch_size,
+        publish_every: t.publish_every,
+        checkpoint_every: t.checkpoint_every,
+        run_dir,
+        cuda: t.cuda,
+        max_updates: t.max_updates,
+        prefetch: 2,
+        beta_start: t.beta_start,
+        beta_end: t.beta_end,
+        beta_anneal_updates: t.beta_anneal_updates,
+        tensorboard: None,
+        token: None,
+    })
+}
+
+pub(super) fn actor_config(
+    game: &GameArgs,
+    net: &NetArgs,
+    a: &ActArgs,
+    index: usize,
+    count: usize,
+    replay: String,
+    learner: String,
+) -> ActorConfig {
+    let env = game.spec();
+    ActorConfig {
+        replay_addr: replay,
+        learner_addr: learner,
+        arch: arch(&env),
+        env,
+        dueling: net.dueling.into(),
+        actor_index: index,
+        actor_count: count,
+        envs: a.envs,
+        exploration: Exploration {
+            base: a.epsilon_base,
+            alpha: a.epsilon_alpha,
+            start: a.epsilon_start,
+            decay_steps: a.epsilon_decay_steps,
+        },
+        n_step: a.n_step,
+        gamma: a.gamma,
+        send_batch: a.send_batch,
+        max_in_flight: a.max_in_flight,
+        weights_refresh_steps: a.weights_refresh_steps,
+        max_env_steps: a.max_env_steps,
+        seed: game.seed,
+        codec: a.frame_codec.into(),
+        token: None,
+    }
+}
+
+impl TrainArgs {
+    pub(super) fn dqn(&self) -> DqnConfig {
+        DqnConfig {
+            optimizer: match self.optimizer {
+                OptimizerName::Adam => Optimizer::Adam {
+                    eps: self.optimizer_eps,
+                },
+                OptimizerName::Rmsprop => Optimizer::CentredRmsProp {
+                    decay: self.rmsprop_decay,
+                    eps: self.optimizer_eps,
+                },
+            },
+            learning_rate: self.learning_rate,
+            max_grad_norm: self.max_grad_norm,
+            target_update_every: self.target_update_every,
+            double: self.double.into(),
+        }
+    }
+}

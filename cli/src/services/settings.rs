@@ -1,0 +1,212 @@
+//! The settings every service takes, as command-line arguments and preset
+//! sections ([replay], [learner], [actor], [net], [local]).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use apex_proto::auth::Token;
+use apex_proto::v1::Codec;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::env_cmd::{GameArgs, OnOff};
+use crate::evaluate::EvalArgs;
+
+/// Replay storage settings ([replay] in a preset).
+#[derive(Args, Clone, Serialize)]
+pub struct StoreArgs {
+    /// Transitions held before the oldest are evicted.
+    #[arg(long, env = "APEX_REPLAY_CAPACITY")]
+    pub capacity: usize,
+    /// Transitions needed before the learner may sample.
+    #[arg(long, env = "APEX_REPLAY_MIN_SIZE")]
+    pub min_size: usize,
+    /// Priority exponent (0: uniform sampling).
+    #[arg(long, env = "APEX_ALPHA")]
+    pub alpha: f64,
+    /// Shards, each with its own lock: inserts from many actors go on in parallel.
+    #[arg(long, env = "APEX_SHARDS")]
+    pub shards: usize,
+    /// Sampled per inserted transition, held by the rate limiter (0: no ratio).
+    #[arg(long, env = "APEX_SAMPLES_PER_INSERT")]
+    pub samples_per_insert: f64,
+    /// How far (in sampled transitions) sampling and inserting may drift from the ratio.
+    #[arg(long, env = "APEX_ERROR_BUFFER")]
+    pub error_buffer: f64,
+}
+
+/// Replay persistence (where, how often): deployment settings, not in presets.
+#[derive(Args, Clone)]
+pub struct CheckpointArgs {
+    /// Seconds between replay checkpoints (0: only at shutdown).
+    #[arg(long, env = "APEX_REPLAY_CHECKPOINT_EVERY_SECS", default_value_t = 600)]
+    pub checkpoint_every_secs: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    Adam,
+    /// Centred RMSProp, no momentum.
+    Rmsprop,
+}
+
+/// Learner settings ([learner] in a preset).
+#[derive(Args, Clone, Serialize)]
+pub struct TrainArgs {
+    #[arg(long, env = "APEX_BATCH_SIZE")]
+    pub batch_size: usize,
+    #[arg(long, env = "APEX_OPTIMIZER")]
+    pub optimizer: OptimizerName,
+    #[arg(long, env = "APEX_LEARNING_RATE")]
+    pub learning_rate: f64,
+    /// Epsilon of Adam or RMSProp.
+    #[arg(long, env = "APEX_OPTIMIZER_EPS")]
+    pub optimizer_eps: f64,
+    /// RMSProp's moving-average decay.
+    #[arg(long, env = "APEX_RMSPROP_DECAY")]
+    pub rmsprop_decay: f64,
+    #[arg(long, env = "APEX_MAX_GRAD_NORM")]
+    pub max_grad_norm: f64,
+    #[arg(long, env = "APEX_TARGET_UPDATE_EVERY")]
+    pub target_update_every: u64,
+    /// Double-DQN targets (off: the target network's max).
+    #[arg(long, env = "APEX_DOUBLE")]
+    pub double: OnOff,
+    /// Importance-sampling exponent at the start, annealed linearly to --beta-end.
+    #[arg(long, env = "APEX_BETA_START")]
+    pub beta_start: f64,
+    #[arg(long, env = "APEX_BETA_END")]
+    pub beta_end: f64,
+    /// Updates over which beta goes from start to end.
+    #[arg(long, env = "APEX_BETA_ANNEAL_UPDATES")]
+    pub beta_anneal_updates: u64,
+    /// Updates between weight publications.
+    #[arg(long, env = "APEX_PUBLISH_EVERY")]
+    pub publish_every: u64,
+    #[arg(long, env = "APEX_CHECKPOINT_EVERY")]
+    pub checkpoint_every: u64,
+    /// Stop after this many updates.
+    #[arg(long, env = "APEX_MAX_UPDATES")]
+    pub max_updates: Option<u64>,
+    /// Train on CUDA when available.
+    #[arg(long, env = "APEX_CUDA")]
+    pub cuda: bool,
+}
+
+/// Actor settings ([actor] in a preset).
+#[derive(Args, Clone, Serialize)]
+pub struct ActArgs {
+    /// Environments stepped together by one actor (one batched forward pass).
+    #[arg(long, env = "APEX_ENVS")]
+    pub envs: usize,
+    #[arg(long, env = "APEX_N_STEP")]
+    pub n_step: usize,
+    #[arg(long, env = "APEX_GAMMA")]
+    pub gamma: f32,
+    /// Environment i of N explores with base^(1 + alpha i / (N - 1)).
+    #[arg(long, env = "APEX_EPSILON_BASE")]
+    pub epsilon_base: f64,
+    #[arg(long, env = "APEX_EPSILON_ALPHA")]
+    pub epsilon_alpha: f64,
+    /// Epsilon at the first step, decayed linearly to the ladder's value.
+    #[arg(long, env = "APEX_EPSILON_START")]
+    pub epsilon_start: f64,
+    /// Steps of each environment over which epsilon decays (0: none).
+    #[arg(long, env = "APEX_EPSILON_DECAY_STEPS")]
+    pub epsilon_decay_steps: u64,
+    /// Transitions per insert request.
+    #[arg(long, env = "APEX_SEND_BATCH")]
+    pub send_batch: usize,
+    #[arg(long, env = "APEX_MAX_IN_FLIGHT")]
+    pub max_in_flight: usize,
+    /// Steps of each environment between weight refreshes (100 = 400 Atari frames).
+    #[arg(long, env = "APEX_WEIGHTS_REFRESH_STEPS")]
+    pub weights_refresh_steps: u64,
+    /// Stop each actor after this many agent steps.
+    #[arg(long, env = "APEX_MAX_ENV_STEPS")]
+    pub max_env_steps: Option<u64>,
+    /// How actors compress frames for the replay.
+    #[arg(long, env = "APEX_FRAME_CODEC")]
+    pub frame_codec: CodecName,
+}
+
+impl ActArgs {
+    /// Refuses settings that can never work, before anything starts.
+    pub(super) fn check(&self) -> Result<()> {
+        anyhow::ensure!(self.envs > 0, "--envs must be at least 1");
+        anyhow::ensure!(self.n_step > 0, "--n-step must be at least 1");
+        anyhow::ensure!(self.send_batch > 0, "--send-batch must be at least 1");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.gamma),
+            "--gamma {} must be in [0, 1]",
+            self.gamma
+        );
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    None,
+    Lz4,
+    Zstd,
+}
+
+impl From<CodecName> for Codec {
+    fn from(c: CodecName) -> Codec {
+        match c {
+            CodecName::None => Codec::None,
+            CodecName::Lz4 => Codec::Lz4,
+            CodecName::Zstd => Codec::Zstd,
+        }
+    }
+}
+
+/// The shared secret of every apex service (see apex_proto::auth).
+#[derive(Args, Clone, Default)]
+pub struct AuthArgs {
+    /// A file holding the bearer token every gRPC call must carry; without
+    /// it, the variable APEX_TOKEN; with neither, the services are open.
+    #[arg(long, env = "APEX_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    pub fn token(&self) -> Result<Option<Token>> {
+        Ok(Token::configured(self.token_file.as_deref())?)
+    }
+}
+
+/// Network settings both the learner and the actors must agree on ([net]).
+#[derive(Args, Clone, Serialize)]
+pub struct NetArgs {
+    /// Dueling value and advantage heads.
+    #[arg(long, env = "APEX_DUELING")]
+    pub dueling: OnOff,
+}
+
+/// `apex local`'s own settings ([local]).
+#[derive(Args, Clone, Serialize)]
+pub struct LocalSettings {
+    /// Actor loops, each with its own environments and batched forward pass.
+    #[arg(long, env = "APEX_ACTORS")]
+    pub actors: usize,
+}
+
+/// What a run resolved, sections as in a preset file.
+#[derive(Serialize)]
+pub(super) struct Resolved<'a> {
+    pub game: &'a GameArgs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<&'a LocalSettings>,
+    pub net: &'a NetArgs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<&'a StoreArgs>,
+    pub learner: &'a TrainArgs,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<&'a ActArgs>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<&'a EvalArgs>,
+}
