@@ -1,6 +1,7 @@
 //! Ctrl-C on `apex local` while the rate limiter holds the actors' inserts
 //! (a high samples-per-insert ratio): every part stops, nothing waits on a
-//! peer that has stopped, and the process exits 0 within seconds.
+//! peer that has stopped, and the process exits 0 within seconds. While it
+//! runs, its services admit only callers with the run folder's token.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -31,8 +32,16 @@ fn ctrl_c_stops_a_rate_limited_run_promptly_and_cleanly() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut training = false;
+    let mut addrs = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if line.starts_with("apex local:") {
+            let after = |key: &str| {
+                let rest = line.split(key).nth(1).expect("addresses in the first line");
+                rest.split(',').next().unwrap().to_owned()
+            };
+            addrs = Some((after("replay "), after("learner ")));
+        }
         // "updates N (" with N > 0: the learner samples, actors are held.
         let updates = line
             .split("updates ")
@@ -45,6 +54,50 @@ fn ctrl_c_stops_a_rate_limited_run_promptly_and_cleanly() {
         }
     }
     assert!(training, "the run never started training");
+    let (replay, learner) = addrs.expect("apex local printed its addresses");
+    // Its services take only callers with the run's token.
+    let token = dir.path().join("token");
+    let actor = |with_token: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_apex"));
+        c.args([
+            "actor",
+            "--game",
+            "catch",
+            "--envs",
+            "1",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--replay", &replay, "--learner", &learner])
+        .env_remove("APEX_PRESET")
+        .env_remove("APEX_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if with_token {
+            c.arg("--token-file").arg(&token);
+        }
+        c.spawn().unwrap()
+    };
+    let mut refused = actor(false);
+    let start = Instant::now();
+    while refused.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            refused.kill().unwrap();
+            panic!("an actor without the token was let in");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = refused.wait_with_output().unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && why.contains("token"), "{why}");
+    let mut joined = actor(true);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        joined.try_wait().unwrap().is_none(),
+        "an actor with the run's token keeps playing"
+    );
+    joined.kill().unwrap();
+    joined.wait().unwrap();
     let drain = std::thread::spawn(move || lines.count());
     std::thread::sleep(Duration::from_secs(2));
     let sent = Command::new("kill")

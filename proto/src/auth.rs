@@ -84,6 +84,20 @@ impl Token {
         }
     }
 
+    /// Writes the token to `path`, readable by this user only, so other
+    /// programs of the same user can join (`--token-file PATH`).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        writeln!(f, "{}", self.0)
+    }
+
     fn matches(&self, offered: &[u8]) -> bool {
         let want = self.0.as_bytes();
         // Constant time in the content: every byte is compared whatever
@@ -215,5 +229,11 @@ mod tests {
         let g = Token::generate();
         assert_eq!(g.0.len(), 64);
         assert_ne!(g, Token::generate());
+        let saved = dir.path().join("saved");
+        g.save(&saved).unwrap();
+        assert_eq!(Token::configured(Some(&saved)).unwrap(), Some(g));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only its owner may read it");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use apex_actor::{ActorConfig, ActorStats};
 use apex_evaluator::{EnvSteps, EvalStats};
 use apex_learner::{LearnerConfig, LearnerStats};
@@ -64,8 +64,8 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let spec = a.game.spec();
     // A missing ROM fails here, before anything starts.
     let (obs_shape, num_actions) = spec.probe()?;
-    // Its own secret: nothing else on this machine may talk to its services.
-    let token = Some(Token::generate());
+    // Its own secret: only programs given run_dir/token may talk to its services.
+    let token = Token::generate();
     serve_metrics(a.metrics_addr)?;
     let run_dir = a.run_dir.clone().unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
@@ -84,6 +84,14 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         eval: Some(&a.eval),
     };
     preset::write_resolved(&run_dir, preset, &resolved)?;
+    let token_file = run_dir.join("token");
+    token.save(&token_file).with_context(|| {
+        format!(
+            "cannot write {}: check the run folder's permissions",
+            token_file.display()
+        )
+    })?;
+    let token = Some(token);
     let tensorboard = SummaryWriter::create(&run_dir)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
