@@ -28,6 +28,14 @@ pub struct Exploration {
 }
 
 impl Exploration {
+    /// The Ape-X paper's ladder, eps_i = 0.4^(1 + 7 i/(N-1)), fixed from the first step.
+    pub const APE_X: Exploration = Exploration {
+        base: 0.4,
+        alpha: 7.0,
+        start: 1.0,
+        decay_steps: 0,
+    };
+
     /// Epsilon of environment `i` of `n` at its `step`-th step.
     pub fn epsilon(&self, i: usize, n: usize, step: u64) -> f64 {
         let rung = epsilon(i, n, self.base, self.alpha);

@@ -102,12 +102,7 @@ fn actor_config(replay: String, learner: String, steps: u64, token: Option<Token
         actor_index: 0,
         actor_count: 1,
         envs: 4,
-        exploration: Exploration {
-            base: 0.4,
-            alpha: 7.0,
-            start: 1.0,
-            decay_steps: 0,
-        },
+        exploration: Exploration::APE_X,
         n_step: 3,
         gamma: 0.99,
         send_batch: 16,

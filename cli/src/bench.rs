@@ -168,12 +168,7 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
         actor_index: 0,
         actor_count: 1,
         envs: a.envs,
-        exploration: apex_actor::policy::Exploration {
-            base: 0.4,
-            alpha: 7.0,
-            start: 1.0,
-            decay_steps: 0,
-        },
+        exploration: apex_actor::policy::Exploration::APE_X,
         n_step: 3,
         gamma: 0.99,
         send_batch: 64,
