@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the Docker Compose stack, on this machine:
 #   1. base images (scripts/docker-base-images.sh) and the apex image are built;
-#   2. replay-server, learner, 2 actors and Prometheus come up (Grafana cannot
+#   2. replay-server, learner, 2 actors, the evaluator and Prometheus come up (Grafana cannot
 #      be pulled or built without a registry: its files are checked by
 #      scripts/validate-deploy.sh instead);
 #   3. transitions flow, the actors' weights versions rise, every Prometheus
@@ -29,13 +29,16 @@ export APEX_SEND_BATCH=${APEX_SEND_BATCH:-16}
 export APEX_BATCH_SIZE=${APEX_BATCH_SIZE:-8}
 export APEX_PUBLISH_EVERY=${APEX_PUBLISH_EVERY:-5}
 export APEX_CHECKPOINT_EVERY=${APEX_CHECKPOINT_EVERY:-200}
+# Short evaluation rounds, soon and often, so its panels have data.
+export APEX_EVAL_EPISODES=${APEX_EVAL_EPISODES:-2}
+export APEX_EVAL_EVERY_SECS=${APEX_EVAL_EVERY_SECS:-15}
 # Host ports away from the defaults, so a stack already running is not hit.
 export APEX_REPLAY_PORT=${APEX_REPLAY_PORT:-25051}
 export APEX_LEARNER_PORT=${APEX_LEARNER_PORT:-25052}
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-29090}
 prom=http://127.0.0.1:$PROMETHEUS_PORT
 check() { python3 deploy/tests/promcheck.py "$prom" "$@"; }
-services=(replay-server learner actor prometheus)
+services=(replay-server learner actor evaluator prometheus)
 
 t0=$(date +%s)
 failed=0
@@ -72,7 +75,7 @@ docker run --rm "${APEX_IMAGE:-apex:latest}" doctor
 say "starting ${services[*]} with 2 actors"
 tu=$(date +%s)
 APEX_ACTORS=2 compose up -d --scale actor=2 "${services[@]}"
-check targets replay-server=1 learner=1 actor=2 prometheus=1 || failed=1
+check targets replay-server=1 learner=1 actor=2 evaluator=1 prometheus=1 || failed=1
 check positive 'sum(rate(apex_replay_inserted_transitions_total[1m]))' || failed=1
 check positive 'max by (actor) (apex_actor_transitions_sent_total)' || failed=1
 check positive 'min by (actor) (apex_actor_weights_version)' || failed=1
@@ -84,7 +87,7 @@ say "2 actors checked in $(( $(date +%s) - tu ))s"
 say "scaling to 4 actors"
 ts=$(date +%s)
 APEX_ACTORS=4 compose up -d --no-recreate --scale actor=4 actor
-check targets replay-server=1 learner=1 actor=4 prometheus=1 || failed=1
+check targets replay-server=1 learner=1 actor=4 evaluator=1 prometheus=1 || failed=1
 check labels 'sum by (actor) (apex_replay_inserted_transitions_total)' actor 0 1 2 3 || failed=1
 check labels 'max by (actor) (apex_actor_weights_version)' actor 0 1 2 3 || failed=1
 say "4 actors checked in $(( $(date +%s) - ts ))s"
