@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # End-to-end test of the Docker Compose stack, on this machine:
-#   1. base images (scripts/docker-base-images.sh) and the apex image are built;
+#   1. base images (scripts/docker-base-images.sh) and the three apex images
+#      (replay-server, actor, learner) are built; each image's size is checked
+#      against its limit and the replay server's binary for libtorch;
 #   2. replay-server, learner, 2 actors, the evaluator and Prometheus come up (Grafana cannot
 #      be pulled or built without a registry: its files are checked by
 #      scripts/validate-deploy.sh instead);
-#   3. transitions flow, the actors' weights versions rise, every Prometheus
-#      target is up, every query of the Grafana dashboard returns data;
+#   3. the servers' healthchecks (gRPC health) pass, transitions flow, the
+#      actors' weights versions rise, every Prometheus target is up, every
+#      query of the Grafana dashboard returns data (the evaluation and
+#      data-wait panels numbers, not only NaN);
 #   4. the actors are scaled to 4: the new ones show up in Prometheus and in
-#      the replay server's inserts;
+#      the replay server's inserts, with distinct ladder indices and epsilons;
+#      each container's memory (docker stats) is printed;
 #   5. the stack is taken down with its volumes (E2E_KEEP=1 leaves it up).
 # Settings are shrunk for a 2-core machine. Takes a few minutes once the
 # image is built; the first image build takes much longer (torch download,
@@ -39,6 +44,12 @@ export PROMETHEUS_PORT=${PROMETHEUS_PORT:-29090}
 prom=http://127.0.0.1:$PROMETHEUS_PORT
 check() { python3 deploy/tests/promcheck.py "$prom" "$@"; }
 services=(replay-server learner actor evaluator prometheus)
+replay_image=${APEX_REPLAY_IMAGE:-apex-replay-server:latest}
+actor_image=${APEX_ACTOR_IMAGE:-apex-actor:latest}
+learner_image=${APEX_LEARNER_IMAGE:-apex-learner:latest}
+# Image size limits, bytes (docker's MB and GB are decimal).
+max_replay_bytes=${E2E_MAX_REPLAY_BYTES:-150000000}
+max_actor_bytes=${E2E_MAX_ACTOR_BYTES:-1500000000}
 
 t0=$(date +%s)
 failed=0
@@ -64,24 +75,56 @@ fi
 if [ "${E2E_SKIP_BUILD:-0}" = 1 ]; then
   say "using the image already built (E2E_SKIP_BUILD=1)"
 else
-  say "building the apex image"
+  say "building the apex images"
   tb=$(date +%s)
-  compose build replay-server
-  say "image built in $(( $(date +%s) - tb ))s"
+  # One build: the three targets share every stage but the last. The
+  # evaluator runs the actor's image.
+  compose build replay-server actor learner
+  say "images built in $(( $(date +%s) - tb ))s"
 fi
-say "image size: $(docker image inspect -f '{{.Size}}' "${APEX_IMAGE:-apex:latest}" | awk '{printf "%.2f GB", $1/1e9}')"
-docker run --rm "${APEX_IMAGE:-apex:latest}" doctor
+size() { docker image inspect -f '{{.Size}}' "$1"; }
+human() { awk '{printf "%.0f MB", $1/1e6}'; }
+for image in "$replay_image" "$actor_image" "$learner_image"; do
+  say "image size: $image $(size "$image" | human)"
+done
+[ "$(size "$replay_image")" -le "$max_replay_bytes" ] ||
+  { say "FAIL: $replay_image is over $(echo "$max_replay_bytes" | human)"; failed=1; }
+[ "$(size "$actor_image")" -le "$max_actor_bytes" ] ||
+  { say "FAIL: $actor_image is over $(echo "$max_actor_bytes" | human)"; failed=1; }
+if docker run --rm --entrypoint ldd "$replay_image" /usr/local/bin/apex | grep -E 'libtorch|libc10'; then
+  say "FAIL: the replay server's binary links libtorch"; failed=1
+fi
+if docker run --rm --entrypoint ldd "$actor_image" /usr/local/bin/apex | grep -E 'libtorch_cuda|libc10_cuda|not found'; then
+  say "FAIL: the actor's binary links libtorch_cuda or misses a library"; failed=1
+fi
+docker run --rm "$actor_image" doctor
+docker run --rm "$learner_image" doctor
 
 say "starting ${services[*]} with 2 actors"
 tu=$(date +%s)
 APEX_ACTORS=2 compose up -d --scale actor=2 "${services[@]}"
+healthy() {
+  local c status
+  c=$(compose ps -q "$1")
+  for _ in $(seq 1 30); do
+    status=$(docker inspect -f '{{.State.Health.Status}}' "$c")
+    [ "$status" = healthy ] && { echo "ok   $1 healthy (gRPC health SERVING)"; return 0; }
+    sleep 3
+  done
+  echo "FAIL $1 is $status: $(docker inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$c" | tail -2)"
+  return 1
+}
+healthy replay-server || failed=1
+healthy learner || failed=1
 check targets replay-server=1 learner=1 actor=2 evaluator=1 prometheus=1 || failed=1
 check positive 'sum(rate(apex_replay_inserted_transitions_total[1m]))' || failed=1
 check positive 'max by (actor) (apex_actor_transitions_sent_total)' || failed=1
 check positive 'min by (actor) (apex_actor_weights_version)' || failed=1
 check rises 'max by (actor) (apex_actor_weights_version)' 20 || failed=1
 check positive 'sum(rate(apex_learner_updates_total[1m]))' || failed=1
-check dashboard deploy/grafana/dashboards/apex.json || failed=1
+# The learner's data-wait panel (32) and the evaluation row (35-39) must
+# show numbers: the evaluator's short rounds finish within the deadline.
+check dashboard deploy/grafana/dashboards/apex.json 32 35 36 37 38 39 || failed=1
 say "2 actors checked in $(( $(date +%s) - tu ))s"
 
 say "scaling to 4 actors"
@@ -90,7 +133,13 @@ APEX_ACTORS=4 compose up -d --no-recreate --scale actor=4 actor
 check targets replay-server=1 learner=1 actor=4 evaluator=1 prometheus=1 || failed=1
 check labels 'sum by (actor) (apex_replay_inserted_transitions_total)' actor 0 1 2 3 || failed=1
 check labels 'max by (actor) (apex_actor_weights_version)' actor 0 1 2 3 || failed=1
+check distinct 'max by (actor) (apex_actor_epsilon_max)' actor 4 || failed=1
 say "4 actors checked in $(( $(date +%s) - ts ))s"
+# What each process holds, for sizing deploy/k8s's requests and limits.
+docker stats --no-stream --format '{{.Name}}: {{.MemUsage}}, CPU {{.CPUPerc}}' $(compose ps -q) >&2
+check show 'max by (job) (max_over_time(process_resident_memory_bytes[10m]))'
+check show 'max(apex_replay_bytes_per_transition)'
+check show 'sum(apex_replay_size_transitions)'
 
 if [ "$failed" != 0 ]; then say "FAILED"; exit 1; fi
 say "passed"

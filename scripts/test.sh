@@ -7,3 +7,8 @@ cd "$root"
 scripts/setup.sh
 # Release: the tests share the main binary's build, and play real games.
 cargo test --workspace --release "$@"
+# Tests that need a CUDA device are #[ignore]d (reported as ignored, never
+# as passed); where a GPU is present, run them too.
+if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
+  cargo test --release -p apex-learner -- --ignored
+fi

@@ -9,6 +9,10 @@
 #   - Grafana provisioning: datasource and dashboard provider files, and the
 #     dashboard JSON (ids, layout, datasource uid, queries)
 #   - kubectl kustomize deploy/k8s, then kubernetes-validate on its output
+#   - readiness beyond the schema: each role's image (compose and Kubernetes),
+#     gRPC startup/readiness/liveness probes on the servers, requests and
+#     limits on every container, the replay server's PodDisruptionBudget,
+#     actors as a StatefulSet whose ordinal is the ladder index
 #   - bash -n on the image's scripts
 # Installs what is missing into a cache folder outside the repository
 # ($APEX_VALIDATE_CACHE, default ~/.cache/apex-validate-deploy): a Python venv
@@ -158,6 +162,64 @@ if "$kubectl" kustomize deploy/k8s >"$manifests"; then
 else
   fail "kustomize build"
 fi
+
+step "kubernetes readiness: images per role, gRPC probes, resources, disruption budget, actor ordinals"
+"$venv/bin/python" - "$manifests" <<'PY' || fail "kubernetes readiness"
+import re, sys, yaml
+errors = []
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+image_of = {"replay-server": "apex-replay-server", "learner": "apex-learner",
+            "actor": "apex-actor", "evaluator": "apex-actor"}
+grpc_port = {"replay-server": 50051, "learner": 50052}
+workloads = {n: d for (k, n), d in kinds.items() if k in ("Deployment", "StatefulSet")}
+for name, want in image_of.items():
+    if name not in workloads:
+        errors.append(f"no workload {name}")
+        continue
+    pod = workloads[name]["spec"]["template"]["spec"]
+    for c in pod["containers"]:
+        if c["image"].split(":")[0].split("/")[-1] != want:
+            errors.append(f"{name} runs {c['image']}, not the {want} image")
+        r = c.get("resources", {})
+        req, lim = r.get("requests", {}), r.get("limits", {})
+        if not ("cpu" in req and "memory" in req and "memory" in lim):
+            errors.append(f"{name}: needs cpu and memory requests and a memory limit")
+        if name in grpc_port:
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                g = c.get(probe, {}).get("grpc")
+                if not g or g.get("port") != grpc_port[name]:
+                    errors.append(f"{name}: {probe} must ask gRPC health on {grpc_port[name]}")
+                elif "timeoutSeconds" not in c[probe] or "periodSeconds" not in c[probe]:
+                    errors.append(f"{name}: {probe} needs explicit timings")
+        env = {e["name"]: e for e in c.get("env", [])}
+        if name == "actor":
+            ref = env.get("APEX_ACTOR_INDEX", {}).get("valueFrom", {}).get("fieldRef", {})
+            if ref.get("fieldPath") != "metadata.labels['apps.kubernetes.io/pod-index']":
+                errors.append("actor: APEX_ACTOR_INDEX must come from the pod-index label (the StatefulSet ordinal)")
+            count = env.get("APEX_ACTOR_COUNT", {}).get("value")
+            if count != str(workloads[name]["spec"]["replicas"]):
+                errors.append(f"actor: APEX_ACTOR_COUNT {count} is not the replica count")
+if workloads.get("actor", {}).get("kind") != "StatefulSet":
+    errors.append("actor must be a StatefulSet (stable ordinals are the ladder indices)")
+pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+replay_labels = workloads.get("replay-server", {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+if not any(p["spec"]["selector"]["matchLabels"].items() <= replay_labels.items() for p in pdbs):
+    errors.append("no PodDisruptionBudget selects the replay server")
+compose = yaml.safe_load(open("docker-compose.yml"))["services"]
+target_of = {"replay-server": "replay-server", "learner": "learner", "actor": "actor", "evaluator": "actor"}
+for name, target in target_of.items():
+    s = compose[name]
+    if s.get("build", {}).get("target") != target:
+        errors.append(f"compose {name} must build the {target} target")
+    default = re.search(r":-([^}:]+)", s["image"])
+    if not default or default.group(1) != image_of[name]:
+        errors.append(f"compose {name} runs {s['image']}, not {image_of[name]}")
+for e in errors:
+    print("  ", e, file=sys.stderr)
+print(f"   {len(workloads)} workloads, {len(pdbs)} disruption budget(s) checked", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
 
 step "bash -n on the image's and deploy scripts"
 for f in deploy/docker/*.sh scripts/docker-*.sh scripts/e2e-*.sh scripts/validate-deploy.sh; do

@@ -3,6 +3,8 @@
 //! builds n-step transitions and streams them to the replay server, picking
 //! up newer weights from the learner without pausing play.
 
+mod acting;
+pub mod inference;
 mod metrics;
 pub mod n_step;
 pub mod policy;
@@ -16,20 +18,18 @@ use std::time::{Duration, Instant};
 use apex_env::{EnvError, EnvSpec, Environment, GameSummary};
 use apex_model::{Arch, QNetConfig};
 use apex_proto::auth::{Channel, Token};
-use apex_proto::frame_stream::{FrameStream, NamedObs};
 use apex_proto::transport::{pause_or_stop, with_deadline, Retry, UNARY_DEADLINE};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::{Codec, Frame, Transition, WeightsRequest};
 use apex_proto::MAX_MESSAGE_BYTES;
-use bytes::Bytes;
-use rand::SeedableRng;
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::n_step::{Emitted, End, NStep, Taken};
-use crate::policy::{argmax, epsilon_greedy, Exploration, PolicyNet};
+use crate::acting::Acting;
+use crate::inference::Passes;
+use crate::policy::{Exploration, PolicyNet};
 use crate::sender::{Sender, StreamSpec};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,12 @@ pub struct ActorConfig {
     pub codec: Codec,
     /// Sent with every call to the replay server and the learner.
     pub token: Option<Token>,
+    /// The environments are valued in this many groups, one forward pass
+    /// each on an inference thread while the stepping thread steps the other
+    /// groups (1: the stepping thread runs every pass itself).
+    pub inference_groups: usize,
+    /// libtorch threads of the forward passes (0: libtorch's default).
+    pub torch_threads: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +84,8 @@ pub enum ActorError {
     NoEnvs,
     #[error("{envs} environments are more than one actor can stream ({most} at most): run more actors with fewer environments each")]
     TooManyEnvs { envs: usize, most: usize },
+    #[error("cannot start the inference thread: {0}")]
+    Thread(std::io::Error),
     #[error("weights from the learner do not fit this actor's network ({0}): start both with the same environment and network settings")]
     Weights(tch::TchError),
 }
@@ -274,21 +282,33 @@ pub async fn run(
         stop.clone(),
     ));
 
+    let threaded = config.inference_groups > 1 && config.envs > 1;
+    let passes =
+        Passes::start(policy, config.torch_threads, threaded).map_err(ActorError::Thread)?;
     let handle = tokio::runtime::Handle::current();
     let loop_stats = stats.clone();
     let loop_config = config.clone();
     let loop_stop = stop.clone();
     let (sender, outcome) = tokio::task::spawn_blocking(move || {
-        let mut actor = Acting {
+        let mut acting = Acting {
             config: loop_config,
             envs,
-            policy,
-            sender,
-            handle,
+            passes,
+            version,
             stats: loop_stats,
         };
-        let outcome = actor.run(ready_rx, &refresh, &loop_stop);
-        (actor.sender, outcome)
+        let mut sender = sender;
+        let label = [("actor", acting.config.actor_index.to_string())];
+        let mut deliver = |frames: Vec<Frame>, batch: Vec<Transition>| {
+            let waited = Instant::now();
+            send(&handle, &mut sender, frames, batch, &loop_stop)?;
+            ::metrics::histogram!(metrics::SEND_WAIT, &label)
+                .record(waited.elapsed().as_secs_f64());
+            Ok(())
+        };
+        let mut ready = ready_rx;
+        let outcome = acting.run(&mut ready, &refresh, &loop_stop, &mut deliver);
+        (sender, outcome)
     })
     .await
     .expect("actor thread panicked");
@@ -365,180 +385,6 @@ async fn poll_weights(
                 )))
             }
         }
-    }
-}
-
-/// The stepping loop's state, on its own thread.
-struct Acting {
-    config: ActorConfig,
-    envs: Vec<Box<dyn Environment>>,
-    policy: PolicyNet,
-    sender: Sender,
-    handle: tokio::runtime::Handle,
-    stats: Arc<ActorStats>,
-}
-
-impl Acting {
-    fn run(
-        &mut self,
-        mut ready: mpsc::Receiver<PolicyNet>,
-        refresh: &Notify,
-        stop: &CancellationToken,
-    ) -> Result<(), tonic::Status> {
-        let c = &self.config;
-        let n = self.envs.len();
-        let actions = self.envs[0].num_actions();
-        let per: usize = self.envs[0].obs_shape().iter().product();
-        let epsilons = |step: u64| -> Vec<f64> {
-            (0..n)
-                .map(|j| {
-                    c.exploration
-                        .epsilon(c.actor_index * n + j, c.actor_count * n, step)
-                })
-                .collect()
-        };
-        let mut eps = epsilons(0);
-        let actor = c.actor_index.to_string();
-        let label = || [("actor", actor.clone())];
-        let report_eps = |eps: &[f64]| {
-            ::metrics::gauge!(metrics::EPSILON_MIN, &label())
-                .set(eps.iter().copied().fold(1.0, f64::min));
-            ::metrics::gauge!(metrics::EPSILON_MAX, &label())
-                .set(eps.iter().copied().fold(0.0, f64::max));
-        };
-        report_eps(&eps);
-        ::metrics::gauge!(metrics::WEIGHTS_VERSION, &label()).set(self.policy.version as f64);
-        self.stats
-            .weights_version
-            .store(self.policy.version, Ordering::Relaxed);
-        let steps_counter = ::metrics::counter!(metrics::ENV_STEPS, &label());
-
-        let mut rng =
-            rand_chacha::ChaCha8Rng::seed_from_u64(c.seed ^ (c.actor_index as u64).rotate_left(32));
-        let channels = self.envs[0].obs_shape()[0];
-        let mut frames = FrameStream::new(c.codec, channels);
-        let mut obs: Vec<NamedObs> = self
-            .envs
-            .iter_mut()
-            .map(|e| frames.name(None, Bytes::copy_from_slice(e.reset())))
-            .collect();
-        let mut n_steps: Vec<NStep> = (0..n).map(|_| NStep::new(c.n_step, c.gamma)).collect();
-        let mut input = vec![0u8; n * per];
-        let mut pending = Vec::with_capacity(c.send_batch + c.n_step * n);
-        // (environment, transition) pairs waiting for the next forward pass.
-        let mut awaiting: Vec<(usize, Emitted)> = Vec::new();
-        let mut finished: Vec<Emitted> = Vec::new();
-        let mut iteration: u64 = 0;
-        while !stop.is_cancelled() {
-            if c.max_env_steps
-                .is_some_and(|m| self.stats.env_steps.load(Ordering::Relaxed) >= m)
-            {
-                break;
-            }
-            if let Ok(newer) = ready.try_recv() {
-                self.policy = newer;
-                self.stats
-                    .weights_version
-                    .store(self.policy.version, Ordering::Relaxed);
-                ::metrics::gauge!(metrics::WEIGHTS_VERSION, &label())
-                    .set(self.policy.version as f64);
-            }
-            for (slot, o) in input.chunks_exact_mut(per).zip(&obs) {
-                slot.copy_from_slice(&o.obs);
-            }
-            let q = self.policy.q_values(&input, n);
-            let rows: Vec<&[f32]> = q.chunks_exact(actions).collect();
-            // Transitions finished last step get their priorities now that
-            // this pass has valued their bootstrap observations.
-            for (j, e) in awaiting.drain(..) {
-                let max_q_next = rows[j][argmax(rows[j])];
-                // 0 asks the server for its largest priority.
-                let priority = e.td_priority(max_q_next).unwrap_or(0.0);
-                pending.push(Transition {
-                    priority,
-                    ..e.transition
-                });
-            }
-            for (j, env) in self.envs.iter_mut().enumerate() {
-                let action = epsilon_greedy(argmax(rows[j]), eps[j], actions, &mut rng);
-                let step = env.step(action);
-                let next = frames.name(Some(&obs[j]), Bytes::copy_from_slice(env.obs()));
-                let this = std::mem::replace(&mut obs[j], next);
-                let taken = Taken {
-                    action: action as u32,
-                    reward: step.reward,
-                    q: rows[j][action],
-                };
-                let before = finished.len();
-                n_steps[j].push(
-                    this.ids,
-                    taken,
-                    &obs[j].ids,
-                    End::of(step.terminal, step.truncated),
-                    &mut finished,
-                );
-                awaiting.extend(finished.drain(before..).map(|e| (j, e)));
-                if let Some(game) = step.game {
-                    self.stats.record_game(game);
-                    ::metrics::counter!(metrics::EPISODES, &label()).increment(1);
-                    ::metrics::histogram!(metrics::EPISODE_SCORE, &label())
-                        .record(game.raw_score as f64);
-                    ::metrics::gauge!(metrics::LAST_SCORE, &label()).set(game.raw_score as f64);
-                }
-                if step.done() {
-                    obs[j] = frames.name(None, Bytes::copy_from_slice(env.reset()));
-                }
-            }
-            self.stats.env_steps.fetch_add(n as u64, Ordering::Relaxed);
-            steps_counter.increment(n as u64);
-            if pending.len() >= c.send_batch {
-                let waited = Instant::now();
-                let batch = std::mem::take(&mut pending);
-                send(
-                    &self.handle,
-                    &mut self.sender,
-                    frames.take_frames(),
-                    batch,
-                    stop,
-                )?;
-                ::metrics::histogram!(metrics::SEND_WAIT, &label())
-                    .record(waited.elapsed().as_secs_f64());
-            }
-            iteration += 1;
-            if c.exploration.decaying(iteration - 1) {
-                eps = epsilons(iteration);
-                if iteration.is_multiple_of(1000) {
-                    report_eps(&eps);
-                }
-            }
-            if iteration.is_multiple_of(c.weights_refresh_steps.max(1)) {
-                refresh.notify_one();
-            }
-        }
-        // The last step's transitions go without a bootstrap value: the
-        // server gives them its largest priority.
-        pending.extend(awaiting.into_iter().map(|(_, e)| {
-            let known = e.transition.discount == 0.0;
-            let priority = if known {
-                e.td_priority(0.0).unwrap_or(0.0)
-            } else {
-                0.0
-            };
-            Transition {
-                priority,
-                ..e.transition
-            }
-        }));
-        if !pending.is_empty() {
-            send(
-                &self.handle,
-                &mut self.sender,
-                frames.take_frames(),
-                pending,
-                stop,
-            )?;
-        }
-        Ok(())
     }
 }
 

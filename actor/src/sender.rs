@@ -158,11 +158,15 @@ enum Ended {
 
 impl Connection {
     fn new(client: ReplayClient<Channel>, spec: StreamSpec, acknowledged: Arc<AtomicU64>) -> Self {
+        let stream_id = rand::random::<u64>().max(1);
+        // The replay counts what each stream stored (Info with streams):
+        // this line ties a stream to its actor.
+        tracing::info!(stream_id, actor = spec.actor_id, "insert stream opened");
         Connection {
             client,
             spec,
             acknowledged,
-            stream_id: rand::random::<u64>().max(1),
+            stream_id,
             next_sequence: 1,
             frames_end: 0,
             window: VecDeque::new(),

@@ -121,6 +121,9 @@ fn actor_config(
         seed: 17 + index as u64,
         codec,
         token: None,
+        // Two actors of 3 or 4 environments: one in groups, one not.
+        inference_groups: 1 + index,
+        torch_threads: 1,
     }
 }
 
@@ -168,7 +171,11 @@ async fn transitions_flow_weights_return_and_shutdown_is_clean() {
 
     // Everything the actors had acknowledged is in the replay, intact.
     let mut client = ReplayClient::connect(s.replay_addr.clone()).await.unwrap();
-    let info = client.info(InfoRequest {}).await.unwrap().into_inner();
+    let info = client
+        .info(InfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let acked: u64 = actor_stats
         .iter()
         .map(|a| a.transitions_acknowledged.load(Ordering::Relaxed))

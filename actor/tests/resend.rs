@@ -112,6 +112,8 @@ fn actor_config(replay: String, learner: String, steps: u64, token: Option<Token
         seed: 5,
         codec: Codec::Lz4,
         token,
+        inference_groups: 2,
+        torch_threads: 1,
     }
 }
 
@@ -131,7 +133,7 @@ async fn inserted_total(addr: SocketAddr, token: Option<&Token>) -> u64 {
         .unwrap();
     let mut client = ReplayClient::new(channel);
     client
-        .info(InfoRequest {})
+        .info(InfoRequest::default())
         .await
         .unwrap()
         .into_inner()

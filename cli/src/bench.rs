@@ -15,7 +15,8 @@ pub enum BenchCommand {
     Env(EnvBenchArgs),
     /// The actor loop (environments, batched inference, streaming to a live
     /// replay server over loopback gRPC) against stepping the same
-    /// environments alone, both on one stepping thread.
+    /// environments alone, both on one stepping thread (the actor's forward
+    /// passes run on its inference thread).
     Actor(ActorBenchArgs),
     /// Prioritized replay in-process: sampling (batches with importance
     /// weights) and priority updates per second, at each store size.
@@ -23,6 +24,9 @@ pub enum BenchCommand {
     /// A replay server process under actor-like writers and a sampler over
     /// loopback gRPC: inserts/s, samples/s, insert latency, memory per transition.
     ReplayService(crate::replay_load::ReplayServiceBenchArgs),
+    /// DQN updates/s of the learner (dueling Nature CNN, batches decoded from
+    /// compressed frames) for each batch size, thread count and optimizer.
+    Learner(crate::bench_learner::LearnerBenchArgs),
 }
 
 #[derive(Args)]
@@ -47,9 +51,13 @@ pub struct ActorBenchArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
-    /// libtorch threads for the actor's forward pass.
+    /// libtorch threads of the actor's inference thread (0: libtorch's default).
     #[arg(long, default_value_t = 1)]
-    torch_threads: i32,
+    torch_threads: usize,
+    /// Groups of environments valued on an inference thread while the others
+    /// step (1: the stepping thread runs every pass itself).
+    #[arg(long, default_value_t = 1)]
+    inference_groups: usize,
 }
 
 #[derive(Args)]
@@ -68,6 +76,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Actor(a) => tokio::runtime::Runtime::new()?.block_on(actor(a)),
         BenchCommand::Replay(a) => replay(a),
+        BenchCommand::Learner(a) => crate::bench_learner::run(a),
         BenchCommand::ReplayService(a) => {
             tokio::runtime::Runtime::new()?.block_on(crate::replay_load::run(a))
         }
@@ -116,7 +125,6 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
 
     use tokio_util::sync::CancellationToken;
 
-    tch::set_num_threads(a.torch_threads);
     let spec = a.game.spec();
     let duration = Duration::from_secs_f64(a.seconds);
     let alone = {
@@ -178,6 +186,8 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
         seed: 0,
         codec: apex_proto::v1::Codec::Lz4,
         token: None,
+        inference_groups: a.inference_groups,
+        torch_threads: a.torch_threads,
     };
     // The actor stops first, while the replay server still takes its last
     // batches; a server that stops first refuses them.

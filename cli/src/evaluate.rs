@@ -172,7 +172,7 @@ pub async fn evaluator(a: EvaluatorArgs) -> Result<()> {
     let tensorboard = SummaryWriter::create(&a.run_dir)?;
     let steps = a.replay.map_or(EnvSteps::Unknown, EnvSteps::Replay);
     let config = EvaluatorConfig {
-        token: a.auth.token()?,
+        token: a.auth.configure()?,
         ..a.eval.config(
             &a.game,
             net,

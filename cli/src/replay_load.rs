@@ -5,6 +5,10 @@
 //! one sampler draws batches of 512 and decodes them into stacked
 //! observations as the learner does. Prints one JSON line per measurement
 //! for the side-by-side script.
+//!
+//! With `--window-streams`, a memory phase comes first: that many streams
+//! fill their frame windows and hold them, then close, while the server's
+//! resident set is sampled from /proc (scripts/bench-allocators.sh).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -19,10 +23,12 @@ use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::{
     CheckpointRequest, InfoRequest, InsertRequest, SampleRequest, Shape, Transition,
 };
-use apex_proto::MAX_MESSAGE_BYTES;
+use apex_proto::{MAX_MESSAGE_BYTES, STREAM_FRAME_WINDOW};
 use bytes::Bytes;
 use clap::Args;
+use rand::{RngCore, SeedableRng};
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::services::CodecName;
@@ -56,6 +62,34 @@ pub struct ReplayServiceBenchArgs {
     /// Concurrent sample requests (a learner keeps several batches prefetched).
     #[arg(long, default_value_t = 4)]
     sample_streams: usize,
+    /// Replace the recording's pixels by seeded random bytes, so no codec
+    /// shrinks them (the worst case for the server's memory).
+    #[arg(long)]
+    noise: bool,
+    /// Streams that fill their frame windows, hold them and close, while the
+    /// server's resident set is sampled; 0 skips this memory phase.
+    #[arg(long, default_value_t = 0)]
+    window_streams: usize,
+    /// Seconds the memory phase watches the server after the streams close.
+    #[arg(long, default_value_t = 10.0)]
+    idle_secs: f64,
+    /// Leave out the load with a checkpoint in the middle.
+    #[arg(long)]
+    no_checkpoint: bool,
+    /// NAME=VALUE set for the server process only, e.g.
+    /// LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2; repeatable.
+    #[arg(long, value_parser = parse_env_pair)]
+    server_env: Vec<(String, String)>,
+    /// The apex binary that serves (default: this one), so two builds'
+    /// servers meet the same load generator.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
 }
 
 /// The replay server as a child process, killed when dropped.
@@ -72,13 +106,22 @@ impl Drop for ServerProcess {
 
 impl ServerProcess {
     fn rss_bytes(&self) -> Result<u64> {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// The largest resident set the process has had.
+    fn peak_rss_bytes(&self) -> Result<u64> {
+        self.status_bytes("VmHWM:")
+    }
+
+    fn status_bytes(&self, field: &str) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kb: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .context("no VmRSS in /proc status")?;
+            .with_context(|| format!("no {field} in /proc status"))?;
         Ok(kb * 1024)
     }
 }
@@ -91,15 +134,18 @@ struct Frames {
 }
 
 impl Frames {
-    fn load(path: &PathBuf) -> Result<Self> {
+    fn load(path: &PathBuf, noise: bool) -> Result<Self> {
         let file = std::fs::File::open(path).with_context(|| {
             format!(
                 "cannot open {}: record one with `apex env record`",
                 path.display()
             )
         })?;
-        let (shape, data) = apex_env::npy::read_u8(std::io::BufReader::new(file))
+        let (shape, mut data) = apex_env::npy::read_u8(std::io::BufReader::new(file))
             .with_context(|| format!("cannot read {}", path.display()))?;
+        if noise {
+            rand_chacha::ChaCha8Rng::seed_from_u64(7).fill_bytes(&mut data);
+        }
         if shape.len() != 3 || shape[0] < 2 * STACK {
             bail!(
                 "{} holds shape {shape:?}; expected steps x 84 x 84 frames",
@@ -146,6 +192,17 @@ struct Tally {
     stop: AtomicBool,
 }
 
+/// When a writer stops sending.
+enum Until {
+    /// When the measurement ends (`Tally::stop`).
+    Stopped,
+    /// After this many transitions.
+    Sent(u64),
+    /// After this many transitions, keeping its stream (and so the server's
+    /// window of its frames) open until cancelled.
+    SentAndHeld(u64, CancellationToken),
+}
+
 /// One actor-like insert stream: steps through the recording from `offset`.
 async fn writer(
     mut client: ReplayClient<Channel>,
@@ -153,9 +210,13 @@ async fn writer(
     codec: apex_proto::v1::Codec,
     id: u32,
     offset: usize,
-    limit: Option<u64>,
+    until: Until,
     tally: Arc<Tally>,
 ) -> Result<()> {
+    let limit = match &until {
+        Until::Stopped => None,
+        Until::Sent(n) | Until::SentAndHeld(n, _) => Some(*n),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<InsertRequest>(IN_FLIGHT);
     let sent_at: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
     let mut responses = client
@@ -226,6 +287,10 @@ async fn writer(
             }
         }
     }
+    // A holding stream keeps its window on the server until told to close.
+    if let Until::SentAndHeld(_, hold) = until {
+        hold.cancelled().await;
+    }
     drop(tx);
     acks.await??;
     Ok(())
@@ -263,12 +328,15 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
-    let frames = Arc::new(Frames::load(&a.frames)?);
+    let frames = Arc::new(Frames::load(&a.frames, a.noise)?);
     let codec: apex_proto::v1::Codec = a.codec.into();
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let exe = std::env::current_exe()?;
+    let exe = match &a.server_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?,
+    };
     let checkpoints =
         std::env::temp_dir().join(format!("apex-bench-replay-{}", std::process::id()));
     let server = ServerProcess {
@@ -288,6 +356,7 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
             ])
             .args(["--checkpoint-every-secs", "0"])
             .env("RUST_LOG", "warn")
+            .envs(a.server_env.iter().map(|(k, v)| (k, v)))
             .env_remove(apex_proto::auth::TOKEN_VAR)
             .env_remove("APEX_TOKEN_FILE")
             .stdout(Stdio::null())
@@ -321,7 +390,7 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
                 codec,
                 w,
                 w as usize * 997,
-                Some(per_writer),
+                Until::Sent(per_writer),
                 tally.clone(),
             ))
         })
@@ -331,7 +400,11 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = server.rss_bytes()?;
-    let info = client.clone().info(InfoRequest {}).await?.into_inner();
+    let info = client
+        .clone()
+        .info(InfoRequest::default())
+        .await?
+        .into_inner();
     println!(
         "{{\"system\": \"apex\", \"metric\": \"bytes_per_transition\", \"codec\": \"{}\", \"items\": {}, \"bytes_per_transition\": {:.0}, \"server_reported\": {:.0}}}",
         codec.label(),
@@ -340,6 +413,9 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
         info.bytes_per_transition
     );
 
+    if a.window_streams > 0 {
+        window_phase(&server, &client, &frames, codec, &a).await?;
+    }
     for &writers in &a.writers {
         let m = measure(&client, &frames, codec, writers, &a, false).await?;
         println!(
@@ -355,6 +431,9 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
             // The same batch as stacked observations, uncompressed.
             a.batch as usize * 2 * frames.stacks[0].len(),
         );
+    }
+    if a.no_checkpoint {
+        return Ok(());
     }
     // The same load with a checkpoint of the full replay in the middle.
     let writers = 8;
@@ -405,7 +484,7 @@ async fn measure(
                 codec,
                 w as u32,
                 w * 389,
-                None,
+                Until::Stopped,
                 tally.clone(),
             ))
         })
@@ -454,4 +533,112 @@ async fn measure(
         seconds,
         checkpoint_ms,
     })
+}
+
+/// `a.window_streams` streams each send a full frame window and hold it
+/// open; then they close and the server idles. Prints the resident set at
+/// its peak, while the windows are full, and each second after the close,
+/// next to the bytes the replay still stores (what the memory that was not
+/// given back must be compared with).
+async fn window_phase(
+    server: &ServerProcess,
+    client: &ReplayClient<Channel>,
+    frames: &Arc<Frames>,
+    codec: apex_proto::v1::Codec,
+    a: &ReplayServiceBenchArgs,
+) -> Result<()> {
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    let tally = Arc::new(Tally::default());
+    let hold = CancellationToken::new();
+    let per_stream = STREAM_FRAME_WINDOW;
+    let started = Instant::now();
+    let streams: Vec<_> = (0..a.window_streams)
+        .map(|w| {
+            tokio::spawn(writer(
+                client.clone(),
+                frames.clone(),
+                codec,
+                1000 + w as u32,
+                w * 577,
+                Until::SentAndHeld(per_stream, hold.clone()),
+                tally.clone(),
+            ))
+        })
+        .collect();
+    let total = per_stream * a.window_streams as u64;
+    let mut sampled_peak = 0;
+    while tally.inserted.load(Ordering::Relaxed) < total {
+        if let Some(done) = streams.iter().find(|s| s.is_finished()) {
+            bail!("a window stream ended early: {done:?}");
+        }
+        sampled_peak = sampled_peak.max(server.rss_bytes()?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fill_secs = started.elapsed().as_secs_f64();
+    let full = server.rss_bytes()?;
+    let peak = server.peak_rss_bytes()?.max(sampled_peak).max(full);
+    hold.cancel();
+    for s in streams {
+        s.await??;
+    }
+    let mut after = Vec::new();
+    let idle = Instant::now();
+    while idle.elapsed().as_secs_f64() < a.idle_secs {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        after.push(mb(server.rss_bytes()?));
+    }
+    let info = client
+        .clone()
+        .info(InfoRequest::default())
+        .await?
+        .into_inner();
+    let after_mb: Vec<String> = after.iter().map(|m| format!("{m:.0}")).collect();
+    println!(
+        "{{\"system\": \"apex\", \"phase\": \"windows\", \"codec\": \"{}\", \"noise\": {}, \"streams\": {}, \"frames_per_stream\": {per_stream}, \"fill_secs\": {fill_secs:.1}, \"peak_rss_mb\": {:.0}, \"full_rss_mb\": {:.0}, \"idle_rss_mb\": {:.0}, \"stored_mb\": {:.0}, \"rss_each_second_mb\": [{}]}}",
+        codec.label(),
+        a.noise,
+        a.window_streams,
+        mb(peak),
+        mb(full),
+        after.last().copied().unwrap_or(f64::NAN),
+        mb(info.stored_bytes),
+        after_mb.join(", "),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn server_env_pairs_split_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_env_pair("MALLOC_CONF=a:1,b=2").unwrap(),
+            ("MALLOC_CONF".to_string(), "a:1,b=2".to_string())
+        );
+        assert!(parse_env_pair("LD_PRELOAD").is_err());
+    }
+
+    #[test]
+    fn noise_frames_are_incompressible_and_keep_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("obs.npy");
+        let mut file = std::fs::File::create(&path).unwrap();
+        apex_env::npy::write_u8_header(&mut file, &[10, 84, 84]).unwrap();
+        file.write_all(&vec![3u8; 10 * 84 * 84]).unwrap();
+        drop(file);
+        let plain = Frames::load(&path, false).unwrap();
+        let noise = Frames::load(&path, true).unwrap();
+        assert_eq!(plain.shape(), noise.shape());
+        let size = |f: &Frames| {
+            apex_proto::v1::Codec::Lz4
+                .encode(&f.stack(0)[..84 * 84])
+                .len()
+        };
+        assert!(size(&plain) < 200, "a flat frame compresses");
+        assert!(size(&noise) >= 84 * 84, "a noise frame does not");
+    }
 }

@@ -8,24 +8,29 @@ use common::{apex, ok};
 
 #[test]
 fn the_actor_bench_measures_both_and_stops_cleanly() {
-    let out = ok(&apex(&[
-        "bench",
-        "actor",
-        "--game",
-        "catch",
-        "--envs",
-        "4",
-        "--seconds",
-        "1",
-    ]));
-    let rate = |key: &str| -> f64 {
-        out.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {out}"))
-    };
-    assert!(rate("env_alone_steps_per_sec") > 0.0);
-    assert!(rate("actor_loop_steps_per_sec") > 0.0);
-    assert!(out.contains("actor loop / env alone = "), "{out}");
+    // Passes on the stepping thread (the default) and overlapped.
+    for groups in ["1", "2"] {
+        let out = ok(&apex(&[
+            "bench",
+            "actor",
+            "--game",
+            "catch",
+            "--envs",
+            "4",
+            "--seconds",
+            "1",
+            "--inference-groups",
+            groups,
+        ]));
+        let rate = |key: &str| -> f64 {
+            out.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {out}"))
+        };
+        assert!(rate("env_alone_steps_per_sec") > 0.0);
+        assert!(rate("actor_loop_steps_per_sec") > 0.0);
+        assert!(out.contains("actor loop / env alone = "), "{out}");
+    }
 }

@@ -3,11 +3,10 @@
 //! folder's eval.csv, progress.csv and TensorBoard files read back.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 
-use common::{apex, ok, python};
+use common::{apex, ok, python_rows};
 
 /// Trains Catch (50,000 agent steps over 2 actors x 4 environments, as the
 /// pipeline's learning test), evaluating greedily every 2 seconds.
@@ -82,18 +81,14 @@ for tag in acc.Tags()["scalars"]:
     for e in acc.Scalars(tag):
         print(f"{tag} {e.step} {e.value!r}")
 "#;
-    let o = Command::new(python())
-        .args(["-c", script, run.to_str().unwrap()])
-        .output()
-        .unwrap();
-    ok(&o)
-        .lines()
-        .map(|l| {
-            let mut p = l.split(' ');
-            let tag = p.next().unwrap().to_owned();
-            let step = p.next().unwrap().parse().unwrap();
-            let value = p.next().unwrap().parse().unwrap();
-            (tag, step, value)
+    python_rows(script, run)
+        .into_iter()
+        .map(|row| {
+            (
+                row[0].clone(),
+                row[1].parse().unwrap(),
+                row[2].parse().unwrap(),
+            )
         })
         .collect()
 }

@@ -88,7 +88,11 @@ async fn insert(s: &mut Server, n: u64) {
 }
 
 async fn info(s: &mut Server) -> InfoResponse {
-    s.client.info(InfoRequest {}).await.unwrap().into_inner()
+    s.client
+        .info(InfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn checkpoint(s: &mut Server) {

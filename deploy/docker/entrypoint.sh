@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs `apex "$@"`. For `actor`, finds the replica's index on the exploration
-# ladder when APEX_ACTOR_INDEX is not given, in this order:
+# ladder when APEX_ACTOR_INDEX is not given (Kubernetes gives it: the
+# StatefulSet's pod index), in this order:
 #   APEX_ACTOR_SLOT   a number: Docker Swarm's 1-based {{.Task.Slot}}
 #   reverse DNS       the container's name ends in actor-N or actor_N, as
 #                     compose names replicas (N is 1-based)

@@ -26,6 +26,17 @@ done
     grep -E '/src/(lib|main)\.rs$|/src/bin/[^/]+\.rs$|/src/bin/[^/]+/main\.rs$' || true
   find . "${prune[@]}" -type f -name Cargo.toml -print | while read -r m; do
     sed -n 's/^ *path *= *"\([^"]*\.rs\)".*/\1/p' "$m" | sed "s|^|$(dirname "$m")/|"
+    # Targets declared by name alone ([[bench]] name = "x") sit where cargo
+    # looks by default, which it checks when it reads the manifest.
+    awk '
+      function flush() { if (kind != "" && name != "" && !path) print dir[kind] "/" name ".rs" }
+      /^\[/ { flush(); kind = ""; name = ""; path = 0 }
+      /^\[\[(bench|test|example|bin)\]\]/ { kind = $0; gsub(/[][ ]/, "", kind) }
+      kind != "" && /^ *name *=/ { name = $0; sub(/^[^"]*"/, "", name); sub(/".*/, "", name) }
+      kind != "" && /^ *path *=/ { path = 1 }
+      END { flush() }
+      BEGIN { dir["bench"] = "benches"; dir["test"] = "tests"; dir["example"] = "examples"; dir["bin"] = "src/bin" }
+    ' "$m" | sed "s|^|$(dirname "$m")/|"
   done
 } | sort -u | while read -r f; do
   [ -f "$f" ] || continue

@@ -6,7 +6,10 @@ its deadline passes, then prints what it saw and exits non-zero on failure.
   promcheck.py URL positive EXPR            every series of EXPR is > 0
   promcheck.py URL rises EXPR SECONDS       every series of EXPR grows
   promcheck.py URL labels EXPR LABEL V...   EXPR has series with LABEL=V, each > 0
-  promcheck.py URL dashboard FILE           every panel query returns data
+  promcheck.py URL distinct EXPR LABEL N    N series, with N distinct LABELs and N distinct values
+  promcheck.py URL show EXPR                prints EXPR's series (no check)
+  promcheck.py URL dashboard FILE [ID...]   every panel query returns data; the
+                                            panels with these ids, numbers (not only NaN)
 """
 import json
 import math
@@ -98,16 +101,40 @@ def labels(base, expr, label, wanted):
     return poll(check, f"{expr} has {label} in {wanted}")
 
 
-def dashboard(base, path):
+def distinct(base, expr, label, count):
+    def check():
+        series = [(s["metric"].get(label), float(s["value"][1])) for s in query(base, expr)]
+        labels = {lv for lv, _ in series}
+        values = {v for _, v in series}
+        ok = len(series) == count and len(labels) == count and len(values) == count
+        return ok, dict(sorted((str(lv), v) for lv, v in series))
+    return poll(check, f"{expr}: {count} series with distinct {label} and values")
+
+
+def show(base, expr):
+    for s in query(base, expr):
+        print(f"     {expr} {s['metric']}: {float(s['value'][1]):.6g}")
+    return True
+
+
+def dashboard(base, path, strict_ids=()):
+    """Panels in strict_ids must return numbers: NaN alone fails them."""
     dash = json.load(open(path))
     exprs = []
+    strict = set()
 
     def walk(panels):
         for p in panels:
             walk(p.get("panels", []))
             for t in p.get("targets", []):
+                if str(p.get("id")) in strict_ids:
+                    strict.add(len(exprs))
                 exprs.append((p["title"], t["expr"]))
     walk(dash["panels"])
+    missing = set(strict_ids) - {str(p.get("id")) for p in dash["panels"]}
+    if missing:
+        print(f"FAIL dashboard has no panels with ids {sorted(missing)}")
+        return False
     pending = dict(enumerate(exprs))
     start = time.monotonic()
     nan = {}
@@ -128,14 +155,22 @@ def dashboard(base, path):
         if pending:
             time.sleep(5)
     # A query whose only values are NaN (a ratio over a window with no events)
-    # still returned data; report it, but it does not fail the check.
+    # still returned data; report it, but it does not fail the check, unless
+    # its panel is one that must show numbers.
+    only_nan = 0
     for i, (title, expr) in nan.items():
         pending.pop(i, None)
-        print(f"note [{title}] returned only NaN: {expr}")
+        if i in strict:
+            print(f"FAIL [{title}] returned only NaN: {expr}")
+            only_nan += 1
+        else:
+            print(f"note [{title}] returned only NaN: {expr}")
     for title, expr in pending.values():
         print(f"FAIL [{title}] returned no data: {expr}")
-    print(f"{'ok  ' if not pending else 'FAIL'} dashboard: {len(exprs) - len(pending)} of {len(exprs)} queries returned data")
-    return not pending
+    ok = not pending and not only_nan
+    print(f"{'ok  ' if ok else 'FAIL'} dashboard: {len(exprs) - len(pending)} of {len(exprs)} queries returned data"
+          + (f", {len(strict)} required to be numbers, {only_nan} only NaN" if strict else ""))
+    return ok
 
 
 def main():
@@ -145,7 +180,9 @@ def main():
         "positive": lambda: positive(base, args[0]),
         "rises": lambda: rises(base, args[0], args[1]),
         "labels": lambda: labels(base, args[0], args[1], args[2:]),
-        "dashboard": lambda: dashboard(base, args[0]),
+        "show": lambda: show(base, args[0]),
+        "distinct": lambda: distinct(base, args[0], args[1], int(args[2])),
+        "dashboard": lambda: dashboard(base, args[0], args[1:]),
     }[cmd]()
     sys.exit(0 if ok else 1)
 

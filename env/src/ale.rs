@@ -73,8 +73,15 @@ impl Ale {
         unsafe { sys::lives(self.raw) }
     }
 
-    /// Writes the 210x160 luminance screen.
+    /// Writes the 210x160 screen of palette indices: a memcpy, where the
+    /// grey and RGB screens convert every pixel.
     #[inline]
+    pub fn screen(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), SCREEN_PIXELS);
+        unsafe { sys::getScreen(self.raw, out.as_mut_ptr()) }
+    }
+
+    /// Writes the 210x160 luminance screen.
     pub fn grayscale(&self, out: &mut [u8]) {
         assert_eq!(out.len(), SCREEN_PIXELS);
         unsafe { sys::getScreenGrayscale(self.raw, out.as_mut_ptr()) }

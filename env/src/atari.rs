@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::ale::{Ale, AleSettings, FIRE, NOOP, SCREEN_HEIGHT, SCREEN_PIXELS, SCREEN_WIDTH};
+use crate::ale::{Ale, AleSettings, FIRE, NOOP, SCREEN_HEIGHT, SCREEN_WIDTH};
+use crate::capture::{Capture, Slot};
 use crate::emulator::Emulator;
 use crate::frame_stack::FrameStack;
 use crate::protocol::Protocol;
-use crate::resize::AreaResize;
 use crate::{rom, EnvError};
 
 /// Side of the square preprocessed frame.
@@ -102,9 +102,8 @@ pub struct AtariEnv<E = Ale> {
     fire_on_reset: bool,
     config: AtariConfig,
     rng: ChaCha8Rng,
-    resize: AreaResize,
-    /// The last two emulator frames of a step; pooling overwrites the first.
-    screens: [Vec<u8>; 2],
+    /// The last two emulator frames of a step, pooled and resized into `frame`.
+    capture: Capture,
     frame: Vec<u8>,
     stack: FrameStack,
     lives: i32,
@@ -162,8 +161,7 @@ impl<E: Emulator> AtariEnv<E> {
             actions,
             fire_on_reset: config.fire_reset && needs_fire,
             rng: ChaCha8Rng::seed_from_u64(config.seed),
-            resize: AreaResize::new(SCREEN_HEIGHT, SCREEN_WIDTH, FRAME_SIZE, FRAME_SIZE),
-            screens: [vec![0; SCREEN_PIXELS], vec![0; SCREEN_PIXELS]],
+            capture: Capture::new(SCREEN_HEIGHT, SCREEN_WIDTH, FRAME_SIZE, FRAME_SIZE),
             frame: vec![0; FRAME_PIXELS],
             stack: FrameStack::new(config.frame_stack, FRAME_PIXELS),
             lives: 0,
@@ -277,11 +275,14 @@ impl<E: Emulator> AtariEnv<E> {
                     self.emu.reset_game();
                 }
             }
-            self.emu.grayscale(&mut self.screens[0]);
-            self.screens[1].fill(0);
+            self.capture.restart(&self.emu);
             self.lives = self.emu.lives();
-            self.preprocess();
-            if !self.fire_on_reset || self.press_fire() {
+            if !self.fire_on_reset {
+                self.capture.render(&mut self.frame);
+                return;
+            }
+            // FIRE's step makes the first observation: this frame is never seen.
+            if self.press_fire() {
                 return;
             }
         }
@@ -299,6 +300,7 @@ impl<E: Emulator> AtariEnv<E> {
     fn repeat(&mut self, action: i32) -> Outcome {
         let skip = self.config.frame_skip;
         let mut out = Outcome::default();
+        // Frames before the last two are emulated and never looked at.
         for t in 0..skip {
             out.raw_reward += self.emu.act(action);
             self.game_frames += 1;
@@ -311,33 +313,26 @@ impl<E: Emulator> AtariEnv<E> {
                 break;
             }
             if t + 2 == skip {
-                self.emu.grayscale(&mut self.screens[1]);
+                self.capture.capture(Slot::BeforeLast, &self.emu);
             } else if t + 1 == skip {
-                self.emu.grayscale(&mut self.screens[0]);
+                self.capture.capture(Slot::Last, &self.emu);
             }
             if self.game_frames >= self.config.max_episode_frames {
                 out.truncated = true;
                 if t + 1 < skip {
                     // Cut short by the cap: the next state is bootstrapped
                     // from, so it must show the current frame, not stale ones.
-                    self.emu.grayscale(&mut self.screens[0]);
-                    let (newest, other) = self.screens.split_at_mut(1);
-                    other[0].copy_from_slice(&newest[0]);
+                    self.capture.capture(Slot::Last, &self.emu);
+                    self.capture.capture(Slot::BeforeLast, &self.emu);
                 }
                 break;
             }
         }
         self.game_score += out.raw_reward as i64;
-        self.preprocess();
+        // As in gymnasium, after an early stop the previous step's pooled
+        // frame takes part.
+        self.capture.finish(&mut self.frame);
         out
-    }
-
-    /// Pools in place into the first screen, as gymnasium does: after an
-    /// early stop, the pooled frame of the previous step takes part.
-    fn preprocess(&mut self) {
-        let [pooled, other] = &mut self.screens;
-        max_pool(pooled, other);
-        self.resize.apply(pooled, &mut self.frame);
     }
 }
 

@@ -10,6 +10,17 @@ use crate::ale::{Ale, AleSettings};
 use crate::atari::{AtariConfig, AtariEnv};
 use crate::{rom, EnvError};
 
+/// What a throughput measurement found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throughput {
+    /// Units of work per wall-clock second, all threads together.
+    pub per_sec: f64,
+    /// Units per second of CPU time the measuring threads were given:
+    /// steadier than `per_sec` when other work shares the cores. None where
+    /// the OS does not tell a thread's CPU time.
+    pub per_cpu_sec: Option<f64>,
+}
+
 /// Agent steps/s of `threads` threads, each stepping one environment with
 /// random actions, over `duration` after a short warm-up.
 pub fn env_steps_per_sec(
@@ -17,6 +28,25 @@ pub fn env_steps_per_sec(
     threads: usize,
     duration: Duration,
 ) -> Result<f64, EnvError> {
+    Ok(env_throughput(config, threads, duration)?.per_sec)
+}
+
+/// Emulator frames/s of `threads` threads, each running one bare ALE with
+/// random minimal-set actions: the ceiling the wrapper is measured against.
+pub fn raw_frames_per_sec(
+    config: &AtariConfig,
+    threads: usize,
+    duration: Duration,
+) -> Result<f64, EnvError> {
+    Ok(raw_throughput(config, threads, duration)?.per_sec)
+}
+
+/// Agent steps of the wrapped environment, counted as [`env_steps_per_sec`] does.
+pub fn env_throughput(
+    config: &AtariConfig,
+    threads: usize,
+    duration: Duration,
+) -> Result<Throughput, EnvError> {
     let envs = (0..threads)
         .map(|i| {
             let mut c = config.clone();
@@ -39,13 +69,12 @@ pub fn env_steps_per_sec(
     ))
 }
 
-/// Emulator frames/s of `threads` threads, each running one bare ALE with
-/// random minimal-set actions: the ceiling the wrapper is measured against.
-pub fn raw_frames_per_sec(
+/// Frames of the bare emulator, counted as [`raw_frames_per_sec`] does.
+pub fn raw_throughput(
     config: &AtariConfig,
     threads: usize,
     duration: Duration,
-) -> Result<f64, EnvError> {
+) -> Result<Throughput, EnvError> {
     let path = rom::locate(&config.rom_dir, &config.game)?;
     let emulators = (0..threads)
         .map(|i| {
@@ -74,13 +103,13 @@ pub fn raw_frames_per_sec(
     ))
 }
 
-/// Runs `work` on each item in its own thread; returns the summed units of work per second.
+/// Runs `work` on each item in its own thread and totals the units of work.
 fn run_threads<T: Send>(
     items: Vec<T>,
     duration: Duration,
     work: impl Fn(&mut T, &mut ChaCha8Rng) -> u64 + Sync,
     start: impl Fn(&mut T) + Sync,
-) -> f64 {
+) -> Throughput {
     let warmup = Duration::from_millis(500);
     std::thread::scope(|s| {
         let handles: Vec<_> = items
@@ -96,19 +125,57 @@ fn run_threads<T: Send>(
                         work(&mut item, &mut rng);
                     }
                     let t1 = Instant::now();
+                    let cpu1 = thread_cpu_seconds();
                     let mut n = 0;
                     while t1.elapsed() < duration {
                         for _ in 0..64 {
                             n += work(&mut item, &mut rng);
                         }
                     }
-                    n as f64 / t1.elapsed().as_secs_f64()
+                    let cpu = cpu1.zip(thread_cpu_seconds()).map(|(a, b)| b - a);
+                    (n as f64, t1.elapsed().as_secs_f64(), cpu)
                 })
             })
             .collect();
-        handles
+        let results: Vec<_> = handles
             .into_iter()
             .map(|h| h.join().expect("bench thread panicked"))
-            .sum()
+            .collect();
+        let units: f64 = results.iter().map(|r| r.0).sum();
+        let cpu: Option<f64> = results.iter().map(|r| r.2).sum();
+        Throughput {
+            per_sec: results.iter().map(|(n, wall, _)| n / wall).sum(),
+            per_cpu_sec: cpu.filter(|&c| c > 0.0).map(|c| units / c),
+        }
     })
+}
+
+/// The calling thread's CPU time, user and system, where Linux tells it
+/// (in ticks of 1/100 s, the USER_HZ of every Linux architecture in use).
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The fields after the command name, which may hold spaces: the first
+    // is stat(5)'s third (state), so utime and stime (14th, 15th) are 11, 12.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_busy_thread_is_charged_cpu_time() {
+        let start = thread_cpu_seconds().expect("linux tells a thread's cpu time");
+        let t = Instant::now();
+        let mut x = 0u64;
+        while thread_cpu_seconds().unwrap() - start < 0.05 {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "no cpu time charged");
+        }
+    }
 }

@@ -9,6 +9,8 @@ pub trait Emulator {
     fn game_over(&self) -> bool;
     fn reset_game(&mut self);
     fn lives(&self) -> i32;
+    /// 210x160 palette indices.
+    fn screen(&self, out: &mut [u8]);
     /// 210x160 luminance.
     fn grayscale(&self, out: &mut [u8]);
     /// 210x160x3 RGB.
@@ -30,6 +32,9 @@ impl Emulator for Ale {
         Ale::lives(self)
     }
     #[inline]
+    fn screen(&self, out: &mut [u8]) {
+        Ale::screen(self, out)
+    }
     fn grayscale(&self, out: &mut [u8]) {
         Ale::grayscale(self, out)
     }

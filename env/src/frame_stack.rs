@@ -1,10 +1,16 @@
 //! The last K preprocessed frames, oldest first, as one contiguous slice
 //! ready to become a `[K, H, W]` network input.
 
+/// A ring of K slots kept twice over: each frame is written at slot `i` and
+/// `i + K`, so the newest K frames always lie contiguous, oldest first, and
+/// a push writes two frames instead of shifting K.
 #[derive(Debug, Clone)]
 pub struct FrameStack {
     frame_len: usize,
+    depth: usize,
     data: Vec<u8>,
+    /// Slot of the oldest frame.
+    start: usize,
 }
 
 impl FrameStack {
@@ -12,12 +18,14 @@ impl FrameStack {
         assert!(depth > 0 && frame_len > 0);
         FrameStack {
             frame_len,
-            data: vec![0; depth * frame_len],
+            depth,
+            data: vec![0; 2 * depth * frame_len],
+            start: 0,
         }
     }
 
     pub fn depth(&self) -> usize {
-        self.data.len() / self.frame_len
+        self.depth
     }
 
     /// Starts a new episode: every slot holds `frame`, as DeepMind's and
@@ -32,18 +40,22 @@ impl FrameStack {
     /// Drops the oldest frame and appends `frame` as the newest.
     pub fn push(&mut self, frame: &[u8]) {
         assert_eq!(frame.len(), self.frame_len);
-        let n = self.data.len();
-        self.data.copy_within(self.frame_len.., 0);
-        self.data[n - self.frame_len..].copy_from_slice(frame);
+        let n = self.frame_len;
+        for slot in [self.start, self.start + self.depth] {
+            self.data[slot * n..(slot + 1) * n].copy_from_slice(frame);
+        }
+        self.start = (self.start + 1) % self.depth;
     }
 
     /// All frames, oldest first.
     pub fn as_slice(&self) -> &[u8] {
-        &self.data
+        let n = self.frame_len;
+        &self.data[self.start * n..(self.start + self.depth) * n]
     }
 
     pub fn newest(&self) -> &[u8] {
-        &self.data[self.data.len() - self.frame_len..]
+        let s = self.as_slice();
+        &s[s.len() - self.frame_len..]
     }
 }
 
@@ -65,5 +77,26 @@ mod tests {
         }
         assert_eq!(s.as_slice(), &[5, 5, 6, 6, 7, 7, 8, 8]);
         assert_eq!(s.depth(), 4);
+    }
+
+    #[test]
+    fn matches_a_shifted_window_over_many_pushes_and_refills() {
+        for depth in 1..=5 {
+            let mut s = FrameStack::new(depth, 3);
+            let mut window = vec![[0u8; 3]; depth];
+            for v in 0..40u8 {
+                let frame = [v, v.wrapping_mul(7), 255 - v];
+                if v % 13 == 0 {
+                    s.fill(&frame);
+                    window = vec![frame; depth];
+                } else {
+                    s.push(&frame);
+                    window.remove(0);
+                    window.push(frame);
+                }
+                assert_eq!(s.as_slice(), window.concat(), "depth {depth}, frame {v}");
+                assert_eq!(s.newest(), frame);
+            }
+        }
     }
 }

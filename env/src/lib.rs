@@ -6,12 +6,14 @@
 mod ale;
 pub mod atari;
 pub mod bench;
+mod capture;
 pub mod catch;
 mod emulator;
 pub mod environment;
 pub mod frame_stack;
 pub mod gif;
 pub mod npy;
+mod palette;
 pub mod protocol;
 pub mod record;
 pub mod resize;

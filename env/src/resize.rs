@@ -151,46 +151,69 @@ impl AreaResize {
     pub fn apply(&mut self, src: &[u8], dst: &mut [u8]) {
         assert_eq!(src.len(), self.src_h * self.src_w, "source size");
         assert_eq!(dst.len(), self.dst_h * self.dst_w, "destination size");
+        for (r, line) in src.chunks_exact(self.src_w).enumerate() {
+            self.resize_row(r, line);
+        }
+        for (y, out) in dst.chunks_exact_mut(self.dst_w).enumerate() {
+            self.finish_row(y, out);
+        }
+    }
+
+    /// The horizontal pass of source row `r`, kept for [`AreaResize::update`].
+    pub fn resize_row(&mut self, r: usize, line: &[u8]) {
+        assert_eq!(line.len(), self.src_w, "source row size");
         let w = self.dst_w;
-        for (line, out) in src
-            .chunks_exact(self.src_w)
-            .zip(self.scratch.chunks_exact_mut(w))
+        let out = &mut self.scratch[r * w..(r + 1) * w];
+        for (f, &v) in self.line.iter_mut().zip(line) {
+            *f = v as f32;
+        }
+        out.fill(0.0);
+        for (idx, wt) in self
+            .col_src
+            .chunks_exact(w)
+            .zip(self.col_weight.chunks_exact(w))
         {
-            for (f, &v) in self.line.iter_mut().zip(line) {
-                *f = v as f32;
+            for (g, &i) in self.gathered.iter_mut().zip(idx) {
+                *g = self.line[i as usize];
             }
-            out.fill(0.0);
-            for (idx, wt) in self
-                .col_src
-                .chunks_exact(w)
-                .zip(self.col_weight.chunks_exact(w))
-            {
-                for (g, &i) in self.gathered.iter_mut().zip(idx) {
-                    *g = self.line[i as usize];
+            for ((o, &g), &a) in out.iter_mut().zip(&self.gathered).zip(wt) {
+                *o += g * a;
+            }
+        }
+    }
+
+    /// Recomputes the destination rows that read a source row flagged in
+    /// `changed`, from the rows last given to [`AreaResize::resize_row`];
+    /// the other rows of `dst` keep what an earlier pass wrote there.
+    pub fn update(&mut self, changed: &[bool], dst: &mut [u8]) {
+        assert_eq!(changed.len(), self.src_h, "one flag per source row");
+        assert_eq!(dst.len(), self.dst_h * self.dst_w, "destination size");
+        for (y, out) in dst.chunks_exact_mut(self.dst_w).enumerate() {
+            if self.rows.of(y).0.iter().any(|&r| changed[r]) {
+                self.finish_row(y, out);
+            }
+        }
+    }
+
+    /// The vertical pass of destination row `y`.
+    fn finish_row(&mut self, y: usize, out: &mut [u8]) {
+        let w = self.dst_w;
+        let sum = &mut self.row_sum;
+        let (idx, wt) = self.rows.of(y);
+        for (j, (&r, &b)) in idx.iter().zip(wt).enumerate() {
+            let row = &self.scratch[r * w..(r + 1) * w];
+            if j == 0 {
+                for (s, &h) in sum.iter_mut().zip(row) {
+                    *s = b * h;
                 }
-                for ((o, &g), &a) in out.iter_mut().zip(&self.gathered).zip(wt) {
-                    *o += g * a;
+            } else {
+                for (s, &h) in sum.iter_mut().zip(row) {
+                    *s += b * h;
                 }
             }
         }
-        let sum = &mut self.row_sum;
-        for (y, out) in dst.chunks_exact_mut(w).enumerate() {
-            let (idx, wt) = self.rows.of(y);
-            for (j, (&r, &b)) in idx.iter().zip(wt).enumerate() {
-                let row = &self.scratch[r * w..(r + 1) * w];
-                if j == 0 {
-                    for (s, &h) in sum.iter_mut().zip(row) {
-                        *s = b * h;
-                    }
-                } else {
-                    for (s, &h) in sum.iter_mut().zip(row) {
-                        *s += b * h;
-                    }
-                }
-            }
-            for (o, &s) in out.iter_mut().zip(sum.iter()) {
-                *o = round_to_u8(s);
-            }
+        for (o, &s) in out.iter_mut().zip(sum.iter()) {
+            *o = round_to_u8(s);
         }
     }
 }
@@ -258,6 +281,34 @@ mod tests {
         let mut dst = [0u8; 4];
         AreaResize::new(4, 4, 2, 2).apply(&src, &mut dst);
         assert_eq!(dst, [2, 10, 0, 255]);
+    }
+
+    #[test]
+    fn updating_changed_rows_gives_the_full_resize() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (h, w) = (210, 160);
+        let mut src: Vec<u8> = (0..h * w).map(|_| rng.gen()).collect();
+        let mut incremental = AreaResize::new(h, w, 84, 84);
+        let mut out = vec![0; 84 * 84];
+        incremental.apply(&src, &mut out);
+        for round in 0..20 {
+            let mut changed = vec![false; h];
+            for _ in 0..rng.gen_range(0..12) {
+                let r = rng.gen_range(0..h);
+                changed[r] = true;
+                for p in &mut src[r * w..(r + 1) * w] {
+                    *p = rng.gen();
+                }
+            }
+            for r in (0..h).filter(|&r| changed[r]) {
+                incremental.resize_row(r, &src[r * w..(r + 1) * w]);
+            }
+            incremental.update(&changed, &mut out);
+            let mut want = vec![0; 84 * 84];
+            AreaResize::new(h, w, 84, 84).apply(&src, &mut want);
+            assert_eq!(out, want, "round {round}");
+        }
     }
 
     #[test]

@@ -148,7 +148,7 @@ async fn env_steps(source: &EnvSteps, token: Option<&apex_proto::auth::Token>) -
             let channel =
                 apex_proto::auth::Channel::new(channel, apex_proto::auth::Credentials::new(token));
             let request = apex_proto::transport::with_deadline(
-                InfoRequest {},
+                InfoRequest::default(),
                 apex_proto::transport::UNARY_DEADLINE,
             );
             let info = ReplayClient::new(channel).info(request).await.ok()?;

@@ -20,6 +20,9 @@ pub struct Adam {
     /// Steps taken per variable: as in torch, a variable without a gradient
     /// skips a step and keeps its own bias correction.
     steps: Vec<i64>,
+    /// One buffer per variable for the step's intermediate results: fresh
+    /// tensors of a 3,136 x 512 layer's size would cost page faults each step.
+    scratch: Vec<Tensor>,
     lr: f64,
     eps: f64,
 }
@@ -30,13 +33,17 @@ impl Adam {
             exp_avg: vars.iter().map(Tensor::zeros_like).collect(),
             exp_avg_sq: vars.iter().map(Tensor::zeros_like).collect(),
             steps: vec![0; vars.len()],
+            scratch: vars.iter().map(Tensor::empty_like).collect(),
             vars,
             lr,
             eps,
         }
     }
 
-    /// One update from the gradients the variables hold.
+    /// One update from the gradients the variables hold. The operations and
+    /// their order are those of `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
+    /// `w -= lr / bias1 * m / (sqrt(v) / sqrt(bias2) + eps)`, so the results
+    /// are the same bits; only where they are written differs.
     pub fn step(&mut self) {
         tch::no_grad(|| {
             for (i, var) in self.vars.iter_mut().enumerate() {
@@ -46,17 +53,27 @@ impl Adam {
                 }
                 self.steps[i] += 1;
                 let t = self.steps[i] as i32;
-                let (m, v) = (&mut self.exp_avg[i], &mut self.exp_avg_sq[i]);
+                let (m, v, s) = (
+                    &mut self.exp_avg[i],
+                    &mut self.exp_avg_sq[i],
+                    &mut self.scratch[i],
+                );
+                s.copy_(&g);
+                let _ = s.g_mul_scalar_(1.0 - BETA1);
                 let _ = m.g_mul_scalar_(BETA1);
-                let _ = m.g_add_(&(&g * (1.0 - BETA1)));
+                let _ = m.g_add_(s);
+                let _ = g.mul_out(s, &g);
+                let _ = s.g_mul_scalar_(1.0 - BETA2);
                 let _ = v.g_mul_scalar_(BETA2);
-                let _ = v.g_add_(&(&g * &g * (1.0 - BETA2)));
+                let _ = v.g_add_(s);
                 let bias1 = 1.0 - BETA1.powi(t);
                 let bias2 = 1.0 - BETA2.powi(t);
-                let denom = v.sqrt() / bias2.sqrt() + self.eps;
-                let _ = var
-                    .f_sub_(&(&*m / denom * (self.lr / bias1)))
-                    .expect("shapes agree");
+                let _ = v.sqrt_out(s);
+                let _ = s.g_div_scalar_(bias2.sqrt());
+                let _ = s.g_add_scalar_(self.eps);
+                let _ = m.div_out(s, s);
+                let _ = s.g_mul_scalar_(self.lr / bias1);
+                let _ = var.f_sub_(s).expect("shapes agree");
             }
         })
     }
@@ -137,6 +154,31 @@ mod tests {
             assert!(diff < 1e-6, "{name} differs by {diff}");
         }
         assert_eq!(ours.steps, vec![25, 25]);
+    }
+
+    #[test]
+    fn in_place_steps_give_the_same_bits_as_the_formula() {
+        let _rng = crate::test_rng::seeded(8);
+        let opts = (Kind::Float, Device::Cpu);
+        let w = Tensor::randn([64, 33], opts).set_requires_grad(true);
+        let (lr, eps) = (1e-3, 1e-8);
+        let mut ours = Adam::new(vec![w.shallow_clone()], lr, eps);
+        let mut want = w.detach().copy();
+        let (mut m, mut v) = (Tensor::zeros([64, 33], opts), Tensor::zeros([64, 33], opts));
+        for t in 1..=5 {
+            // A gradient of its own each step, the same for both.
+            let g = Tensor::randn([64, 33], opts);
+            crate::grad::zero_grad(&mut [w.shallow_clone()]);
+            (&w * &g).sum(Kind::Float).backward();
+            ours.step();
+            m = &m * BETA1 + &g * (1.0 - BETA1);
+            v = &v * BETA2 + &g * &g * (1.0 - BETA2);
+            let (bias1, bias2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
+            let denom = v.sqrt() / bias2.sqrt() + eps;
+            want = &want - &m / denom * (lr / bias1);
+            assert!(w.detach().equal(&want), "step {t}");
+        }
+        assert!(ours.exp_avg[0].equal(&m) && ours.exp_avg_sq[0].equal(&v));
     }
 
     #[test]

@@ -68,24 +68,35 @@ impl Batch {
         }
         let mut shape = vec![n as i64];
         shape.extend(obs_shape.iter().map(|&d| d as i64));
-        let images = |bytes: &[u8]| {
-            Tensor::from_slice(bytes)
-                .view(shape.as_slice())
-                .to_device(device)
-        };
+        let images =
+            |bytes: &[u8]| upload(Tensor::from_slice(bytes).view(shape.as_slice()), device);
         let actions: Vec<i64> = r.actions.iter().map(|&a| a as i64).collect();
         Ok(Batch {
             obs: images(&obs),
             next_obs: images(&next_obs),
-            actions: Tensor::from_slice(&actions).to_device(device),
-            rewards: Tensor::from_slice(&r.rewards).to_device(device),
-            discounts: Tensor::from_slice(&r.discounts).to_device(device),
-            weights: Tensor::from_slice(&r.weights)
-                .to_kind(Kind::Float)
-                .to_device(device),
+            actions: upload(Tensor::from_slice(&actions), device),
+            rewards: upload(Tensor::from_slice(&r.rewards), device),
+            discounts: upload(Tensor::from_slice(&r.discounts), device),
+            weights: upload(Tensor::from_slice(&r.weights).to_kind(Kind::Float), device),
             ids: r.ids,
         })
     }
+}
+
+/// Moves a batch's host tensor to the training device. On CUDA the copy is
+/// queued without waiting: from pinned (page-locked) memory the device reads
+/// it while the host goes on; libtorch's pinned allocator keeps the block
+/// until the copy is done, so `pinned` may drop at once. The copy goes onto
+/// the device's current stream, the default one, which the training
+/// thread's kernels use too: the batch reaches the training thread only
+/// after its copy is queued, so stream order puts the copy before every
+/// kernel that reads it, with no event or wait.
+fn upload(host: Tensor, device: Device) -> Tensor {
+    if device == Device::Cpu {
+        return host;
+    }
+    let pinned = host.pin_memory(device);
+    pinned.to_device_(device, pinned.kind(), true, false)
 }
 
 /// Four 2x2 one-channel transitions sharing one observation, for the
@@ -139,6 +150,80 @@ mod tests {
         assert_eq!(b.actions.kind(), Kind::Int64);
         assert_eq!(b.obs.int64_value(&[2, 0, 1, 1]), 7);
         assert_eq!(b.next_obs.int64_value(&[2, 0, 1, 1]), 8);
+    }
+
+    fn cuda() -> Device {
+        assert!(
+            tch::Cuda::is_available(),
+            "this test needs a CUDA device: run it where nvidia-smi works"
+        );
+        Device::Cuda(0)
+    }
+
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn a_batch_arrives_on_the_device_intact() {
+        let device = cuda();
+        let on_cpu = Batch::from_response(response(5), &[1, 2, 2], 2, Device::Cpu).unwrap();
+        let on_gpu = Batch::from_response(response(5), &[1, 2, 2], 2, device).unwrap();
+        for (cpu, gpu) in [
+            (&on_cpu.obs, &on_gpu.obs),
+            (&on_cpu.next_obs, &on_gpu.next_obs),
+            (&on_cpu.actions, &on_gpu.actions),
+            (&on_cpu.rewards, &on_gpu.rewards),
+            (&on_cpu.discounts, &on_gpu.discounts),
+            (&on_cpu.weights, &on_gpu.weights),
+        ] {
+            assert_eq!(gpu.device(), device);
+            assert!(gpu.to_device(Device::Cpu).equal(cpu));
+        }
+    }
+
+    /// Batches queued by one thread and read at once by another (the
+    /// prefetch task and the training loop) hold their data: the copies
+    /// are ordered before the reads without any wait.
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn batches_made_on_one_thread_are_whole_when_another_reads_them() {
+        let device = cuda();
+        let shape = [4usize, 84, 84];
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let maker = std::thread::spawn(move || {
+            for k in 0..64u8 {
+                let frame = |id: u64, v: u8| Frame {
+                    id,
+                    data: Codec::Lz4.encode(&[v; 84 * 84]).into(),
+                };
+                let n = 256;
+                let r = SampleResponse {
+                    obs_shape: Some(Shape::of(&shape)),
+                    codec: Codec::Lz4 as i32,
+                    ids: (0..n as u64).collect(),
+                    weights: vec![1.0; n],
+                    frames: vec![frame(0, k), frame(1, k.wrapping_add(1))],
+                    obs_frames: vec![0; n * 4],
+                    next_obs_frames: vec![1; n * 4],
+                    actions: vec![1; n],
+                    rewards: vec![k as f32; n],
+                    discounts: vec![0.99; n],
+                };
+                tx.send(Batch::from_response(r, &shape, 2, device).unwrap())
+                    .unwrap();
+            }
+        });
+        for k in 0..64u8 {
+            let b = rx.recv().unwrap();
+            let per_obs = (4 * 84 * 84) as i64;
+            let sum = |t: &Tensor| t.sum(Kind::Int64).int64_value(&[]);
+            assert_eq!(sum(&b.obs), 256 * per_obs * k as i64, "batch {k}");
+            assert_eq!(
+                sum(&b.next_obs),
+                256 * per_obs * k.wrapping_add(1) as i64,
+                "batch {k}"
+            );
+            assert_eq!(b.rewards.double_value(&[255]), k as f64);
+        }
+        maker.join().unwrap();
     }
 
     #[test]

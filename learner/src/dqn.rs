@@ -10,7 +10,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::adam::Adam;
 use crate::batch::Batch;
-use crate::grad::{clip_grad_norm, zero_grad};
+use crate::grad::{scale_to_norm, total_norm, zero_grad};
 use crate::rmsprop::TfRmsProp;
 use crate::state::{self, NamedTensors, StateError};
 
@@ -96,6 +96,10 @@ pub struct Dqn {
     vars: Vec<Tensor>,
     config: DqnConfig,
     updates: u64,
+    /// The batch's observations and next observations as floats in [0, 1],
+    /// kept from update to update (see `apex_model::scale_into`).
+    obs_scaled: Tensor,
+    next_obs_scaled: Tensor,
 }
 
 /// What one update measured.
@@ -127,6 +131,8 @@ impl Dqn {
             optimizer,
             config,
             updates: 0,
+            obs_scaled: Tensor::new(),
+            next_obs_scaled: Tensor::new(),
         })
     }
 
@@ -139,16 +145,24 @@ impl Dqn {
     }
 
     /// One gradient step on `b`; none when the loss or the gradient is not
-    /// finite (a poisoned batch must not poison the weights).
+    /// finite (a poisoned batch must not poison the weights). The host waits
+    /// for the device once, for the figures it needs before stepping; the
+    /// step itself is left queued (on CUDA) behind the next batch's work.
     pub fn update(&mut self, b: &Batch) -> Result<UpdateStats, NonFinite> {
-        let q_all = self.online.q_values(&b.obs);
+        // The next observations go through two networks: converted once.
+        apex_model::scale_into(&b.obs, &mut self.obs_scaled);
+        apex_model::scale_into(&b.next_obs, &mut self.next_obs_scaled);
+        let q_all = self.online.q_values_scaled(&self.obs_scaled);
         let q = q_all
             .gather(1, &b.actions.unsqueeze(1), false)
             .squeeze_dim(1);
         let target = tch::no_grad(|| {
-            let next_q = self.target.q_values(&b.next_obs);
+            let next_q = self.target.q_values_scaled(&self.next_obs_scaled);
             let next = if self.config.double {
-                let best = self.online.q_values(&b.next_obs).argmax(1, true);
+                let best = self
+                    .online
+                    .q_values_scaled(&self.next_obs_scaled)
+                    .argmax(1, true);
                 next_q.gather(1, &best, false).squeeze_dim(1)
             } else {
                 next_q.max_dim(1, false).0
@@ -159,8 +173,17 @@ impl Dqn {
         let loss = (&b.weights * per_item).mean(Kind::Float);
         zero_grad(&mut self.vars);
         loss.backward();
-        let grad_norm = clip_grad_norm(&self.vars, self.config.max_grad_norm);
-        let loss_value = loss.double_value(&[]);
+        let figures = tch::no_grad(|| {
+            let head = [loss.detach(), total_norm(&self.vars), q.mean(Kind::Float)];
+            let td_abs = (&target - &q).abs();
+            Tensor::cat(&[Tensor::stack(&head, 0), td_abs], 0).to_device(Device::Cpu)
+        });
+        let figures = Vec::<f32>::try_from(figures).expect("loss, norm and td errors are f32");
+        let (loss_value, grad_norm, mean_q) = (
+            f64::from(figures[0]),
+            f64::from(figures[1]),
+            f64::from(figures[2]),
+        );
         if !loss_value.is_finite() || !grad_norm.is_finite() {
             zero_grad(&mut self.vars);
             return Err(NonFinite {
@@ -168,6 +191,7 @@ impl Dqn {
                 grad_norm,
             });
         }
+        scale_to_norm(&self.vars, grad_norm, self.config.max_grad_norm);
         match &mut self.optimizer {
             Stepper::Adam(o) => o.step(),
             Stepper::TfRmsProp(o) => o.step(),
@@ -176,12 +200,10 @@ impl Dqn {
         if self.updates.is_multiple_of(self.config.target_update_every) {
             self.sync_target();
         }
-        let td_abs = Vec::<f32>::try_from((&target - &q).abs().detach().to_device(Device::Cpu))
-            .expect("td errors are f32");
         Ok(UpdateStats {
             loss: loss_value,
-            mean_q: q.mean(Kind::Float).double_value(&[]),
-            td_abs,
+            mean_q,
+            td_abs: figures[3..].to_vec(),
         })
     }
 
@@ -360,6 +382,87 @@ mod tests {
         assert!(dqn.is_finite());
         assert!(dqn.update(&batch(1.0, 0.0)).is_ok());
         assert_eq!(dqn.updates(), 1);
+    }
+
+    /// The same updates on CUDA as on the CPU, from batches uploaded the
+    /// way the prefetch task uploads them (pinned, without waiting).
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn updates_on_cuda_match_the_cpu() {
+        assert!(
+            tch::Cuda::is_available(),
+            "this test needs a CUDA device: run it where nvidia-smi works"
+        );
+        let _rng = seeded(6);
+        let net = QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true);
+        for optimizer in [
+            Optimizer::Adam { eps: 1.5e-4 },
+            Optimizer::CentredRmsProp {
+                decay: 0.95,
+                eps: 1.5e-7,
+            },
+        ] {
+            let config = DqnConfig {
+                optimizer,
+                learning_rate: 1e-4,
+                target_update_every: 3,
+                ..config()
+            };
+            let mut cpu = Dqn::new(net, config, Device::Cpu).unwrap();
+            let mut gpu = Dqn::new(net, config, Device::Cuda(0)).unwrap();
+            let map = |t: NamedTensors| -> HashMap<String, Tensor> { t.into_iter().collect() };
+            gpu.restore(Saved {
+                online: &map(cpu.online_state()),
+                target: Some(&map(cpu.target_state())),
+                optimizer: None,
+                updates: 0,
+            })
+            .unwrap();
+            for step in 0..8 {
+                let obs = Tensor::randint(256, [32, 4, 84, 84], (Kind::Uint8, Device::Cpu));
+                let next_obs = Tensor::randint(256, [32, 4, 84, 84], (Kind::Uint8, Device::Cpu));
+                let actions = Tensor::randint(4, [32], (Kind::Int64, Device::Cpu));
+                let rewards = Tensor::rand([32], (Kind::Float, Device::Cpu));
+                let weights = Tensor::rand([32], (Kind::Float, Device::Cpu));
+                let host = Batch {
+                    ids: (0..32).collect(),
+                    obs,
+                    next_obs,
+                    actions,
+                    rewards,
+                    discounts: Tensor::full([32], 0.97, (Kind::Float, Device::Cpu)),
+                    weights,
+                };
+                let on_gpu = |t: &Tensor| {
+                    t.pin_memory(Device::Cuda(0))
+                        .to_device_(Device::Cuda(0), t.kind(), true, false)
+                };
+                let device = Batch {
+                    ids: host.ids.clone(),
+                    obs: on_gpu(&host.obs),
+                    next_obs: on_gpu(&host.next_obs),
+                    actions: on_gpu(&host.actions),
+                    rewards: on_gpu(&host.rewards),
+                    discounts: on_gpu(&host.discounts),
+                    weights: on_gpu(&host.weights),
+                };
+                let (a, b) = (cpu.update(&host).unwrap(), gpu.update(&device).unwrap());
+                // cuDNN may convolve in TF32: close, not equal.
+                assert!(
+                    (a.loss - b.loss).abs() < 1e-3 * a.loss.abs().max(1.0),
+                    "step {step}: {} vs {}",
+                    a.loss,
+                    b.loss
+                );
+                for (x, y) in a.td_abs.iter().zip(&b.td_abs) {
+                    assert!((x - y).abs() < 1e-2, "step {step}: td {x} vs {y}");
+                }
+            }
+            for ((name, x), (_, y)) in cpu.online_state().iter().zip(gpu.online_state().iter()) {
+                let diff = (x - y.to_device(Device::Cpu)).abs().max().double_value(&[]);
+                assert!(diff < 1e-3, "{name} differs by {diff}");
+            }
+        }
     }
 
     #[test]

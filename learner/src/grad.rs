@@ -16,6 +16,14 @@ pub fn zero_grad(vars: &mut [Tensor]) {
 /// Scales the gradients of `vars` so their joint L2 norm is at most `max`
 /// (as `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
 pub fn clip_grad_norm(vars: &[Tensor], max: f64) -> f64 {
+    let total = total_norm(vars).double_value(&[]);
+    scale_to_norm(vars, total, max);
+    total
+}
+
+/// The joint L2 norm of the gradients of `vars`, left on their device (0
+/// without gradients): reading it is the caller's choice of when to wait.
+pub fn total_norm(vars: &[Tensor]) -> Tensor {
     tch::no_grad(|| {
         let norms: Vec<Tensor> = vars
             .iter()
@@ -24,20 +32,26 @@ pub fn clip_grad_norm(vars: &[Tensor], max: f64) -> f64 {
             .map(|g| g.norm())
             .collect();
         if norms.is_empty() {
-            return 0.0;
+            return Tensor::from(0f32);
         }
-        let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
-        let coef = max / (total + 1e-6);
-        if coef < 1.0 {
+        Tensor::stack(&norms, 0).norm()
+    })
+}
+
+/// Scales the gradients of `vars`, whose joint norm is `total`, down to a
+/// joint norm of `max` if they are above it.
+pub fn scale_to_norm(vars: &[Tensor], total: f64, max: f64) {
+    let coef = max / (total + 1e-6);
+    if coef < 1.0 {
+        tch::no_grad(|| {
             for v in vars {
                 let mut g = v.grad();
                 if g.defined() {
                     let _ = g.g_mul_scalar_(coef);
                 }
             }
-        }
-        total
-    })
+        })
+    }
 }
 
 #[cfg(test)]

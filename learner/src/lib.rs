@@ -89,6 +89,11 @@ impl LearnerConfig {
 /// How often a learner on its own writes TensorBoard scalars.
 const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
+/// An update (with the publication or checkpoint that may follow it) that
+/// runs this long is stuck: a batch-512 update on a slow CPU takes seconds.
+/// Health then reports NOT_SERVING; waiting for data is not an update.
+const UPDATE_STUCK_AFTER: Duration = Duration::from_secs(120);
+
 #[derive(Debug, thiserror::Error)]
 pub enum LearnerError {
     #[error(transparent)]
@@ -119,6 +124,8 @@ pub struct LearnerStats {
     pub bad_batches: AtomicU64,
     /// Updates skipped because their loss or gradient was not finite.
     pub nonfinite_updates: AtomicU64,
+    /// Marks each update, so that health reports one that never ends.
+    pub busy: apex_proto::health::Liveness,
     loss_bits: AtomicU64,
     mean_q_bits: AtomicU64,
 }
@@ -182,6 +189,13 @@ pub async fn run(
         health
             .set_serving::<ParametersServer<ParametersService>>()
             .await;
+        tokio::spawn(apex_proto::health::watch(
+            health.clone(),
+            <ParametersServer<ParametersService> as tonic::server::NamedService>::NAME,
+            stats.busy.clone(),
+            UPDATE_STUCK_AFTER,
+            stop.clone(),
+        ));
         let service = ParametersServer::new(ParametersService::new(published.clone()))
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
             .max_decoding_message_size(MAX_MESSAGE_BYTES);

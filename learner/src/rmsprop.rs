@@ -18,6 +18,9 @@ pub struct TfRmsProp {
     vars: Vec<Tensor>,
     mean_square: Vec<Tensor>,
     mean_grad: Vec<Tensor>,
+    /// One buffer per variable for intermediate results (no fresh tensors,
+    /// and so no page faults, each step).
+    scratch: Vec<Tensor>,
     lr: f64,
     decay: f64,
     eps: f64,
@@ -27,34 +30,52 @@ impl TfRmsProp {
     pub fn new(vars: Vec<Tensor>, lr: f64, decay: f64, eps: f64) -> Self {
         let mean_square = vars.iter().map(Tensor::ones_like).collect();
         let mean_grad = vars.iter().map(Tensor::zeros_like).collect();
+        let scratch = vars.iter().map(Tensor::empty_like).collect();
         TfRmsProp {
             vars,
             mean_square,
             mean_grad,
+            scratch,
             lr,
             decay,
             eps,
         }
     }
 
-    /// One update from the gradients the variables hold.
+    /// One update from the gradients the variables hold: `ms = d ms + (1 - d) g^2`,
+    /// `mg = d mg + (1 - d) g`, `w -= lr g / sqrt(max(ms - mg^2, 0) + eps)`,
+    /// computed in place with the same operations in the same order (so the
+    /// same bits) as written out.
     pub fn step(&mut self) {
         tch::no_grad(|| {
-            for ((var, ms), mg) in self
+            for (((var, ms), mg), s) in self
                 .vars
                 .iter_mut()
                 .zip(&mut self.mean_square)
                 .zip(&mut self.mean_grad)
+                .zip(&mut self.scratch)
             {
                 let g = var.grad();
                 if !g.defined() {
                     continue;
                 }
-                *ms = &*ms * self.decay + g.square() * (1.0 - self.decay);
-                *mg = &*mg * self.decay + &g * (1.0 - self.decay);
+                let _ = g.square_out(s);
+                let _ = s.g_mul_scalar_(1.0 - self.decay);
+                let _ = ms.g_mul_scalar_(self.decay);
+                let _ = ms.g_add_(s);
+                s.copy_(&g);
+                let _ = s.g_mul_scalar_(1.0 - self.decay);
+                let _ = mg.g_mul_scalar_(self.decay);
+                let _ = mg.g_add_(s);
                 // Rounding can leave ms a hair below mg^2; the true value is >= 0.
-                let denom = ((&*ms - mg.square()).clamp_min(0.0) + self.eps).sqrt();
-                let _ = var.f_sub_(&(g / denom * self.lr)).expect("shapes agree");
+                let _ = mg.square_out(s);
+                let _ = ms.sub_out(s, s);
+                let _ = s.clamp_min_(0.0);
+                let _ = s.g_add_scalar_(self.eps);
+                let _ = s.sqrt_();
+                let _ = g.div_out(s, s);
+                let _ = s.g_mul_scalar_(self.lr);
+                let _ = var.f_sub_(s).expect("shapes agree");
             }
         })
     }
@@ -132,6 +153,29 @@ mod tests {
             last > 1.0,
             "the step grows towards lr / sqrt(eps) = 10: {last}"
         );
+    }
+
+    #[test]
+    fn in_place_steps_give_the_same_bits_as_the_formula() {
+        let _rng = crate::test_rng::seeded(9);
+        let opts = (Kind::Float, Device::Cpu);
+        let w = Tensor::randn([64, 33], opts).set_requires_grad(true);
+        let (lr, decay, eps) = (1e-3, 0.95, 1.5e-7);
+        let mut ours = TfRmsProp::new(vec![w.shallow_clone()], lr, decay, eps);
+        let mut want = w.detach().copy();
+        let (mut ms, mut mg) = (Tensor::ones([64, 33], opts), Tensor::zeros([64, 33], opts));
+        for step in 0..5 {
+            let g = Tensor::randn([64, 33], opts);
+            zero_grad(&mut [w.shallow_clone()]);
+            (&w * &g).sum(Kind::Float).backward();
+            ours.step();
+            ms = &ms * decay + g.square() * (1.0 - decay);
+            mg = &mg * decay + &g * (1.0 - decay);
+            let denom = ((&ms - mg.square()).clamp_min(0.0) + eps).sqrt();
+            want = &want - &g / denom * lr;
+            assert!(w.detach().equal(&want), "step {step}");
+        }
+        assert!(ours.mean_square[0].equal(&ms) && ours.mean_grad[0].equal(&mg));
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub async fn write(
         }
         // The step comes from the replay server: while it is away, skip
         // (the next try is one period later anyway).
-        let info = match replay.info(InfoRequest {}).await {
+        let info = match replay.info(InfoRequest::default()).await {
             Ok(info) => {
                 retry.succeeded();
                 info

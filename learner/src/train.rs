@@ -79,6 +79,7 @@ fn train_loop(
             None => return Ok(()),
         };
         ::metrics::histogram!(metrics::DATA_WAIT).record(waited.elapsed().as_secs_f64());
+        let _busy = stats.busy.begin();
         let update = match dqn.update(&batch) {
             Ok(update) => update,
             Err(e) => {

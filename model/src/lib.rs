@@ -132,8 +132,14 @@ impl QNet {
 
     /// Q-values `[B, actions]` for uint8 observations `[B, frames, H, W]`.
     pub fn q_values(&self, obs: &Tensor) -> Tensor {
-        let x = obs.to_kind(Kind::Float) / 255.0;
-        let h = self.torso.forward(&x);
+        self.q_values_scaled(&(obs.to_kind(Kind::Float) / 255.0))
+    }
+
+    /// Q-values for observations already scaled to floats in [0, 1], as
+    /// [`scale_into`] does: a learner that passes the same observations
+    /// through two networks converts them once, into a buffer it keeps.
+    pub fn q_values_scaled(&self, x: &Tensor) -> Tensor {
+        let h = self.torso.forward(x);
         let a = self.advantage.forward(&h);
         match &self.value {
             // Subtracting the mean advantage makes the split identifiable.
@@ -141,6 +147,22 @@ impl QNet {
             None => a,
         }
     }
+}
+
+/// Writes uint8 observations as floats in [0, 1] into `out` (the same bits
+/// as [`QNet::q_values`] computes), reallocating it only when the shape or
+/// device changes: a batch of 512 Atari stacks takes 58 MB as floats, and a
+/// fresh allocation that size costs page faults on every update.
+pub fn scale_into(obs: &Tensor, out: &mut Tensor) {
+    if !out.defined()
+        || out.size() != obs.size()
+        || out.device() != obs.device()
+        || out.kind() != Kind::Float
+    {
+        *out = Tensor::empty(obs.size(), (Kind::Float, obs.device()));
+    }
+    out.copy_(obs);
+    let _ = out.g_div_scalar_(255.0);
 }
 
 /// Serializes every variable (libtorch's format, names and shapes included).
@@ -207,6 +229,64 @@ mod tests {
             QNetConfig::new(Arch::Mlp { hidden: 9 }, &[1, 4, 4], 3, true),
         );
         assert!(load_weights(&mut other, &save_weights(&a).unwrap()).is_err());
+    }
+
+    /// Weights come over the network and from disk: damaged bytes must be
+    /// an error (or, where the format cannot tell, some weights), never an
+    /// abort of the process inside libtorch.
+    #[test]
+    fn damaged_weights_fail_to_load_without_aborting() {
+        let c = QNetConfig::new(Arch::Mlp { hidden: 8 }, &[1, 4, 4], 3, true);
+        let a = nn::VarStore::new(Device::Cpu);
+        let _ = QNet::new(&a.root(), c);
+        let good = save_weights(&a).unwrap();
+        let mut b = nn::VarStore::new(Device::Cpu);
+        let _ = QNet::new(&b.root(), c);
+        // A fixed xorshift: the same damage every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut refused = 0;
+        for round in 0..400 {
+            let mut bad = good.clone();
+            if round % 2 == 0 {
+                bad.truncate(next() as usize % good.len());
+            } else {
+                for _ in 0..1 + next() % 4 {
+                    let at = next() as usize % bad.len();
+                    bad[at] ^= 1 + (next() % 255) as u8;
+                }
+            }
+            refused += usize::from(load_weights(&mut b, &bad).is_err());
+        }
+        assert!(
+            refused >= 200,
+            "every truncated file must be refused: {refused}"
+        );
+        for bytes in [&[][..], b"PK\x03\x04", &[0xffu8; 64][..]] {
+            assert!(load_weights(&mut b, bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn scaled_observations_give_the_same_q_values() {
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = QNet::new(
+            &vs.root(),
+            QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true),
+        );
+        let mut buffer = Tensor::new();
+        for n in [3, 3, 2] {
+            let obs = Tensor::randint(256, [n, 4, 84, 84], (Kind::Uint8, Device::Cpu));
+            scale_into(&obs, &mut buffer);
+            assert!(buffer.equal(&(obs.to_kind(Kind::Float) / 255.0)));
+            assert!(net.q_values_scaled(&buffer).equal(&net.q_values(&obs)));
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 pub mod auth;
 pub mod codec;
 pub mod frame_stream;
+pub mod health;
 pub mod sample_frames;
+pub mod tls;
 pub mod transport;
 
 pub mod v1 {
@@ -27,6 +29,12 @@ pub const FRAME_REUSE_AGE: u64 = STREAM_FRAME_WINDOW / 2;
 /// Batches of Atari transitions (28 KB per observation) and the weights
 /// exceed tonic's 4 MiB default; every client and server raises it to this.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Observation layouts any endpoint accepts: channels first, at most this
+/// many channels of at most this many bytes each. Far above Atari's 4 x 84 x
+/// 84; they keep a wrong or hostile shape from sizing huge allocations.
+pub const MAX_CHANNELS: usize = 64;
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
 
 /// Chunk size for streaming weights.
 pub const WEIGHTS_CHUNK_BYTES: usize = 1024 * 1024;

@@ -3,11 +3,20 @@
 
 use crate::codec::CodecError;
 use crate::v1::{Codec, SampleResponse};
+use crate::{MAX_CHANNELS, MAX_FRAME_BYTES};
+
+/// Bytes of one decoded observation array (obs or next_obs) at most: a
+/// batch of 512 Atari stacks takes 14 MB.
+const MAX_DECODED_BYTES: usize = 2 << 30;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SampleFramesError {
     #[error("the batch has no observation shape")]
     NoShape,
+    #[error("the batch's observation shape {0:?} is not two to four non-zero dimensions of at most {MAX_CHANNELS} channels and {MAX_FRAME_BYTES} bytes each")]
+    BadShape(Vec<usize>),
+    #[error("the batch's observations would take {0} bytes decoded, more than {MAX_DECODED_BYTES}: lower the batch size")]
+    TooLarge(usize),
     #[error("the batch names codec {0}, which this build does not know")]
     UnknownCodec(i32),
     #[error(
@@ -32,13 +41,28 @@ pub fn observations(r: &SampleResponse) -> Result<(Vec<u8>, Vec<u8>), SampleFram
         .as_ref()
         .ok_or(SampleFramesError::NoShape)?
         .dims();
-    if shape.len() < 2 {
-        return Err(SampleFramesError::NoShape);
-    }
+    let size = shape
+        .get(1..)
+        .and_then(|rest| rest.iter().try_fold(1usize, |a, &d| a.checked_mul(d)));
+    let size = match size {
+        Some(size)
+            if (2..=4).contains(&shape.len())
+                && !shape.contains(&0)
+                && shape[0] <= MAX_CHANNELS
+                && size <= MAX_FRAME_BYTES =>
+        {
+            size
+        }
+        _ => return Err(SampleFramesError::BadShape(shape)),
+    };
     let codec = Codec::try_from(r.codec).map_err(|_| SampleFramesError::UnknownCodec(r.codec))?;
     let channels = shape[0];
-    let size: usize = shape[1..].iter().product();
     let n = r.ids.len();
+    // Cannot overflow: channels x size is at most 2^28, and n fits a message.
+    let bytes = n * channels * size;
+    if bytes > MAX_DECODED_BYTES {
+        return Err(SampleFramesError::TooLarge(bytes));
+    }
     for (field, idx) in [("obs", &r.obs_frames), ("next_obs", &r.next_obs_frames)] {
         if idx.len() != n * channels {
             return Err(SampleFramesError::IndexCount {

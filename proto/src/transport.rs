@@ -23,25 +23,39 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// waits on the rate limiter for up to the server's sample timeout first).
 pub const UNARY_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A client endpoint for `addr` with keepalives and a connect timeout;
-/// `Err(addr)` when the address is malformed.
+/// A client endpoint for `addr` with keepalives and a connect timeout, and
+/// TLS for an `https://` address (crate::tls); `Err(addr)` when the address
+/// is malformed.
 pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
-    Ok(Endpoint::from_shared(addr.to_owned())
+    let mut endpoint = Endpoint::from_shared(addr.to_owned())
         .map_err(|_| addr.to_owned())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_keepalive(Some(TCP_KEEPALIVE))
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true);
+    if addr.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(crate::tls::client_config())
+            .map_err(|_| addr.to_owned())?;
+    }
+    Ok(endpoint)
 }
 
-/// A server builder with keepalives and a cap on streams per connection.
+/// A server builder with keepalives, a cap on streams per connection, and
+/// TLS where this process has an identity (crate::tls).
 pub fn server() -> Server {
-    Server::builder()
+    let server = Server::builder()
         .tcp_keepalive(Some(TCP_KEEPALIVE))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
+    match crate::tls::server_config() {
+        Some(tls) => server
+            .tls_config(tls)
+            .expect("tls::configure checked these settings"),
+        None => server,
+    }
 }
 
 /// `message` as a request that fails with DEADLINE_EXCEEDED after `deadline`.

@@ -14,10 +14,13 @@ use std::sync::Arc;
 use apex_proto::v1::Codec;
 
 use crate::frame::{new_frame, Frame, Ledger};
+use crate::sequences::StreamRecord;
 use crate::shard::{Item, ShardContents};
 use crate::store::{Contents, Counters, Layout};
 
-const MAGIC: &[u8; 8] = b"APEXRPL2";
+const MAGIC: &[u8; 8] = b"APEXRPL3";
+/// Written before streams counted their transitions.
+const MAGIC_V2: &[u8; 8] = b"APEXRPL2";
 /// Written before layouts held an action count and streams their sequences.
 const MAGIC_V1: &[u8; 8] = b"APEXRPL1";
 const END: &[u8; 8] = b"APEXEND1";
@@ -176,9 +179,10 @@ fn encode(w: &mut impl Write, c: &Contents) -> std::io::Result<()> {
         }
     }
     w.write_all(&(c.streams.len() as u64).to_le_bytes())?;
-    for (stream, sequence) in &c.streams {
-        w.write_all(&stream.to_le_bytes())?;
-        w.write_all(&sequence.to_le_bytes())?;
+    for stream in &c.streams {
+        w.write_all(&stream.id.to_le_bytes())?;
+        w.write_all(&stream.last.to_le_bytes())?;
+        w.write_all(&stream.transitions.to_le_bytes())?;
     }
     Ok(())
 }
@@ -270,7 +274,8 @@ fn decode<R: Read>(f: &mut Fields<R>, ledger: &Arc<Ledger>) -> std::io::Result<C
     let mut magic = [0u8; 8];
     f.r.read_exact(&mut magic)?;
     let v1 = &magic == MAGIC_V1;
-    if &magic != MAGIC && !v1 {
+    let v2 = &magic == MAGIC_V2;
+    if &magic != MAGIC && !v1 && !v2 {
         return Err(invalid(
             "it does not start with the replay checkpoint marker".into(),
         ));
@@ -352,7 +357,13 @@ fn decode<R: Read>(f: &mut Fields<R>, ledger: &Arc<Ledger>) -> std::io::Result<C
     } else {
         let n = sane(f.u64()?, "streams")?;
         (0..n)
-            .map(|_| Ok((f.u64()?, f.u64()?)))
+            .map(|_| {
+                Ok(StreamRecord {
+                    id: f.u64()?,
+                    last: f.u64()?,
+                    transitions: if v2 { 0 } else { f.u64()? },
+                })
+            })
             .collect::<std::io::Result<_>>()?
     };
     Ok(Contents {
@@ -404,7 +415,18 @@ mod tests {
                     items: vec![],
                 },
             ],
-            streams: vec![(0xfeed, 7), (42, 1)],
+            streams: vec![
+                StreamRecord {
+                    id: 0xfeed,
+                    last: 7,
+                    transitions: 448,
+                },
+                StreamRecord {
+                    id: 42,
+                    last: 1,
+                    transitions: 64,
+                },
+            ],
         }
     }
 

@@ -46,6 +46,21 @@ pub fn valid_priority(p: f32) -> bool {
 /// How long a stopping server lets calls under way finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// How often the health probe takes the locks every call needs, and how
+/// long it may wait for them before health reports NOT_SERVING. Inserts and
+/// samples hold a shard's lock for microseconds, a checkpoint's cut for a
+/// few: ten seconds is a deadlock or a starved runtime, not load.
+const PROBE_EVERY: Duration = if cfg!(test) {
+    Duration::from_millis(100)
+} else {
+    Duration::from_secs(2)
+};
+const STUCK_AFTER: Duration = if cfg!(test) {
+    Duration::from_millis(300)
+} else {
+    Duration::from_secs(10)
+};
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayConfig {
     pub store: StoreConfig,
@@ -380,6 +395,16 @@ impl Replay {
     ) -> Result<(), ReplayError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ReplayServer<ReplayService>>().await;
+        let watching = tokio_util::sync::CancellationToken::new();
+        let liveness = apex_proto::health::Liveness::default();
+        tokio::spawn(apex_proto::health::watch(
+            health.clone(),
+            <ReplayServer<ReplayService> as tonic::server::NamedService>::NAME,
+            liveness.clone(),
+            STUCK_AFTER,
+            watching.clone(),
+        ));
+        let prober = tokio::spawn(self.clone().probe(liveness));
         let service = ReplayServer::new(ReplayService::new(self.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -412,6 +437,8 @@ impl Replay {
         if let Some(task) = periodic {
             task.abort();
         }
+        prober.abort();
+        watching.cancel();
         // Refuse further inserts (actors resend what was not acknowledged),
         // so the checkpoint holds every acknowledged transition.
         self.close_inserts().await;
@@ -437,6 +464,20 @@ impl Replay {
     async fn close_inserts(&self) {
         self.inner.limiter.close();
         *self.inner.inserts_closed.write().await = true;
+    }
+
+    /// Takes, every PROBE_EVERY, what every call needs (the insert gate and
+    /// each shard's lock), as one section of `liveness`: a lock that is
+    /// never released shows as a section that never ends.
+    async fn probe(self, liveness: apex_proto::health::Liveness) {
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        loop {
+            tick.tick().await;
+            let _busy = liveness.begin();
+            let _gate = self.inner.inserts_closed.read().await;
+            let replay = self.clone();
+            let _ = tokio::task::spawn_blocking(move || replay.inner.store.cut()).await;
+        }
     }
 
     /// Held while inserting; `None` once the replay is closing.
@@ -499,6 +540,46 @@ mod tests {
             e.to_string().contains("--capacity 3 is below --shards 4"),
             "{e}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_fails_while_a_lock_every_call_needs_is_held() {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+        let replay = Replay::open(&ReplayConfig::in_memory(100, 1, 0.6, 0)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let served = tokio::spawn(
+            replay
+                .clone()
+                .serve(listener, stop.clone().cancelled_owned()),
+        );
+        let mut client = HealthClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let mut status = async || {
+            let request = HealthCheckRequest { service: "".into() };
+            client.check(request).await.unwrap().into_inner().status
+        };
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(status().await, ServingStatus::Serving as i32);
+
+        // A writer that never lets go of the insert gate: every insert would hang.
+        let held = replay.inner.inserts_closed.write().await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(status().await, ServingStatus::NotServing as i32);
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(status().await, ServingStatus::Serving as i32);
+
+        stop.cancel();
+        served.await.unwrap().unwrap();
     }
 
     #[test]

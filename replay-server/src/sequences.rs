@@ -21,7 +21,19 @@ pub const MAX_STREAMS: usize = 65_536;
 #[derive(Debug, Default)]
 pub struct StreamSeq {
     pub last: u64,
+    /// Transitions the stream's batches stored, so an operator (or a chaos
+    /// test) can reconcile them with what the sender saw acknowledged.
+    pub transitions: u64,
     used: u64,
+}
+
+/// A stream as a checkpoint and the Info call see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamRecord {
+    pub id: u64,
+    /// Its last stored batch.
+    pub last: u64,
+    pub transitions: u64,
 }
 
 #[derive(Debug, Default)]
@@ -31,13 +43,18 @@ pub struct Sequences {
 }
 
 impl Sequences {
-    /// Remembers `streams` (stream id, last sequence), as a checkpoint held them.
-    pub fn restore(streams: &[(u64, u64)]) -> Self {
+    /// Remembers `streams` as a checkpoint held them.
+    pub fn restore(streams: &[StreamRecord]) -> Self {
         let s = Sequences::default();
         {
             let mut map = s.streams.lock();
-            for &(id, last) in streams {
-                map.insert(id, Arc::new(Mutex::new(StreamSeq { last, used: 0 })));
+            for r in streams {
+                let seq = StreamSeq {
+                    last: r.last,
+                    transitions: r.transitions,
+                    used: 0,
+                };
+                map.insert(r.id, Arc::new(Mutex::new(seq)));
             }
         }
         s
@@ -56,11 +73,21 @@ impl Sequences {
         entry
     }
 
-    /// Every stream's last stored sequence. Consistent with the store only
-    /// while no insert is under way (the replay's insert gate sees to it).
-    pub fn snapshot(&self) -> Vec<(u64, u64)> {
+    /// Every stream's record, by id. Consistent with the store only while
+    /// no insert is under way (the replay's insert gate sees to it).
+    pub fn snapshot(&self) -> Vec<StreamRecord> {
         let map = self.streams.lock();
-        let mut out: Vec<(u64, u64)> = map.iter().map(|(&id, s)| (id, s.lock().last)).collect();
+        let mut out: Vec<StreamRecord> = map
+            .iter()
+            .map(|(&id, s)| {
+                let s = s.lock();
+                StreamRecord {
+                    id,
+                    last: s.last,
+                    transitions: s.transitions,
+                }
+            })
+            .collect();
         out.sort_unstable();
         out
     }
@@ -92,10 +119,17 @@ mod tests {
     fn streams_are_remembered_and_restored() {
         let s = Sequences::default();
         s.stream(7).lock().last = 3;
+        s.stream(7).lock().transitions = 192;
         s.stream(9).lock().last = 1;
-        assert_eq!(s.snapshot(), vec![(7, 3), (9, 1)]);
+        let record = |id, last, transitions| StreamRecord {
+            id,
+            last,
+            transitions,
+        };
+        assert_eq!(s.snapshot(), vec![record(7, 3, 192), record(9, 1, 0)]);
         let back = Sequences::restore(&s.snapshot());
         assert_eq!(back.stream(7).lock().last, 3);
+        assert_eq!(back.stream(7).lock().transitions, 192);
         assert_eq!(back.stream(8).lock().last, 0, "a new stream starts at 0");
     }
 

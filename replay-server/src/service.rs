@@ -136,6 +136,7 @@ async fn insert_batch(
             }
             let n = store.insert(items);
             last.last = sequence;
+            last.transitions += n as u64;
             n
         }
         None => store.insert(items),
@@ -337,7 +338,11 @@ impl ReplayRpc for ReplayService {
         }))
     }
 
-    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+    async fn info(&self, req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let streams = match req.get_ref().streams {
+            true => self.replay.sequences().snapshot(),
+            false => Vec::new(),
+        };
         let store = self.replay.store();
         let c = store.counters();
         let size = store.len();
@@ -356,6 +361,14 @@ impl ReplayRpc for ReplayService {
             },
             checkpoints_total: self.replay.checkpoints(),
             num_actions: store.layout().map_or(0, |l| l.num_actions),
+            streams: streams
+                .into_iter()
+                .map(|s| apex_proto::v1::StreamTotal {
+                    stream_id: s.id,
+                    sequence: s.last,
+                    transitions: s.transitions,
+                })
+                .collect(),
         }))
     }
 

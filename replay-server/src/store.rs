@@ -94,9 +94,9 @@ pub struct Contents {
     pub alpha: f64,
     pub counters: Counters,
     pub shards: Vec<ShardContents>,
-    /// Each insert stream's last stored batch (stream id, sequence), so
-    /// batches resent after a restart are stored once.
-    pub streams: Vec<(u64, u64)>,
+    /// Each insert stream's last stored batch and transitions, so batches
+    /// resent after a restart are stored once.
+    pub streams: Vec<crate::sequences::StreamRecord>,
 }
 
 /// The replay at one moment: where each shard's items end, and the counters.

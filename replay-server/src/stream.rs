@@ -63,8 +63,7 @@ pub enum StreamError {
 
 /// Bounds on a declared layout, far above any Atari or classic-control game,
 /// so a request cannot make the server allocate without limit.
-pub const MAX_CHANNELS: usize = 64;
-pub const MAX_FRAME_BYTES: usize = 4 << 20;
+pub use apex_proto::{MAX_CHANNELS, MAX_FRAME_BYTES};
 pub const MAX_ACTIONS: u32 = 1024;
 /// Frame ids stay far from overflowing.
 const MAX_FRAME_ID: u64 = 1 << 62;

@@ -234,7 +234,12 @@ async fn inserts_samples_and_status_codes() {
         err.message()
     );
 
-    let info = s.client.info(InfoRequest {}).await.unwrap().into_inner();
+    let info = s
+        .client
+        .info(InfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(
         (info.size, info.inserted_total, info.sampled_total),
         (12, 12, 64)
@@ -322,7 +327,7 @@ async fn a_checkpoint_survives_a_restart_with_contents_and_priorities() {
     let mut again = serve(config(1, Some(dir.path()))).await;
     let info = again
         .client
-        .info(InfoRequest {})
+        .info(InfoRequest::default())
         .await
         .unwrap()
         .into_inner();

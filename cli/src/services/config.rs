@@ -4,11 +4,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
+#[cfg(feature = "torch")]
 use apex_actor::policy::Exploration;
+#[cfg(feature = "torch")]
 use apex_actor::ActorConfig;
 use apex_env::EnvSpec;
+#[cfg(feature = "torch")]
 use apex_learner::dqn::{DqnConfig, Optimizer};
+#[cfg(feature = "torch")]
 use apex_learner::LearnerConfig;
+#[cfg(feature = "torch")]
 use apex_model::Arch;
 use apex_replay_server::limiter::RateLimit;
 use apex_replay_server::store::StoreConfig;
@@ -48,6 +53,7 @@ impl StoreArgs {
     }
 }
 
+#[cfg(feature = "torch")]
 pub fn arch(spec: &EnvSpec) -> Arch {
     match spec {
         EnvSpec::Atari(_) => Arch::Nature,
@@ -55,6 +61,7 @@ pub fn arch(spec: &EnvSpec) -> Arch {
     }
 }
 
+#[cfg(feature = "torch")]
 pub(super) fn learner_config(
     game: &GameArgs,
     net: &NetArgs,
@@ -86,6 +93,7 @@ pub(super) fn learner_config(
     })
 }
 
+#[cfg(feature = "torch")]
 pub(super) fn actor_config(
     game: &GameArgs,
     net: &NetArgs,
@@ -120,9 +128,12 @@ pub(super) fn actor_config(
         seed: game.seed,
         codec: a.frame_codec.into(),
         token: None,
+        inference_groups: a.inference_groups,
+        torch_threads: a.actor_torch_threads,
     }
 }
 
+#[cfg(feature = "torch")]
 impl TrainArgs {
     pub(super) fn dqn(&self) -> DqnConfig {
         DqnConfig {

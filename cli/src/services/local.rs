@@ -93,8 +93,12 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     })?;
     let token = Some(token);
     let tensorboard = SummaryWriter::create(&run_dir)?;
+    // Actors stop first (on a signal, a step budget reached or a failure),
+    // so that their last batches reach a replay server that still takes
+    // them; the other services stop once every actor has.
     let shutdown = CancellationToken::new();
-    cancel_on_signals(shutdown.clone());
+    let stop_actors = CancellationToken::new();
+    cancel_on_signals(stop_actors.clone());
 
     let replay_listener = bind("127.0.0.1:0".parse()?).await?;
     let learner_listener = bind("127.0.0.1:0".parse()?).await?;
@@ -154,7 +158,7 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
                 learner_addr.clone(),
             )
         };
-        let (stop, stats) = (shutdown.clone(), stats.clone());
+        let (stop, stats) = (stop_actors.clone(), stats.clone());
         tasks.spawn(async move {
             let r = apex_actor::run(config, stop, stats).await;
             ("actor", r.map(|_| ()).map_err(anyhow::Error::from))
@@ -210,21 +214,30 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         .run(shutdown.clone()),
     );
 
-    // Any part that stops (a failure, or actors reaching their step budget)
-    // stops the rest; the first failure is the one reported.
+    // Any part that stops (a failure, actors reaching their step budget, the
+    // learner its update budget) stops the rest; the first failure is the
+    // one reported.
     let mut failure = None;
+    let mut actors_running = actors;
     while let Some(joined) = tasks.join_next().await {
         let (name, result) = match joined {
             Ok(done) => done,
             Err(e) => ("a service", Err(anyhow::anyhow!("it panicked: {e}"))),
         };
+        if name == "actor" {
+            actors_running -= 1;
+        }
+        stop_actors.cancel();
         if let Err(e) = result {
             if failure.is_none() {
                 eprintln!("error: {name} failed: {e:#}; stopping everything");
             }
             failure.get_or_insert(e.context(format!("{name} failed")));
+            shutdown.cancel();
         }
-        shutdown.cancel();
+        if actors_running == 0 {
+            shutdown.cancel();
+        }
     }
     progress.await?;
     if let Some(e) = failure {

@@ -4,15 +4,19 @@
 //! become each service's configuration in `config.rs`.
 
 mod config;
+#[cfg(feature = "torch")]
 mod local;
 mod settings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+#[cfg(feature = "torch")]
 use apex_actor::{ActorConfig, ActorStats};
+#[cfg(feature = "torch")]
 use apex_learner::LearnerStats;
 use apex_replay_server::store::Layout;
 use apex_replay_server::ReplayConfig;
@@ -21,8 +25,11 @@ use clap::Args;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "torch")]
 pub use self::config::arch;
+#[cfg(feature = "torch")]
 use self::config::{actor_config, learner_config};
+#[cfg(feature = "torch")]
 pub use self::local::{local, LocalArgs};
 pub use self::settings::*;
 use crate::env_cmd::GameArgs;
@@ -102,7 +109,7 @@ pub async fn replay_server(a: ReplayArgs) -> Result<()> {
         }),
         _ => anyhow::bail!("--obs-shape and --num-actions go together: give both or neither"),
     };
-    let token = a.auth.token()?;
+    let token = a.auth.configure()?;
     serve_metrics(a.metrics_addr)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
@@ -142,6 +149,7 @@ pub struct LearnerArgs {
     auth: AuthArgs,
 }
 
+#[cfg(feature = "torch")]
 pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
     serve_metrics(a.metrics_addr)?;
     let resolved = Resolved {
@@ -158,7 +166,7 @@ pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
     cancel_on_signals(shutdown.clone());
     let mut config = learner_config(&a.game, &a.net, &a.train, a.replay, Some(a.run_dir.clone()))?;
     config.tensorboard = Some(SummaryWriter::create(&a.run_dir)?);
-    config.token = a.auth.token()?;
+    config.token = a.auth.configure()?;
     let listener = bind(a.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "learner listening");
     let report = apex_learner::run(
@@ -199,6 +207,7 @@ pub struct ActorArgs {
     auth: AuthArgs,
 }
 
+#[cfg(feature = "torch")]
 pub async fn actor(a: ActorArgs) -> Result<()> {
     a.act.check()?;
     anyhow::ensure!(
@@ -211,7 +220,7 @@ pub async fn actor(a: ActorArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let config = ActorConfig {
-        token: a.auth.token()?,
+        token: a.auth.configure()?,
         ..actor_config(
             &a.game,
             &a.net,
@@ -222,10 +231,12 @@ pub async fn actor(a: ActorArgs) -> Result<()> {
             a.learner,
         )
     };
-    let report = apex_actor::run(config, shutdown, Arc::new(ActorStats::default())).await?;
+    let stats = Arc::new(ActorStats::default());
+    let report = apex_actor::run(config, shutdown, stats.clone()).await?;
     tracing::info!(
         steps = report.env_steps,
         games = report.episodes,
+        acknowledged = stats.transitions_acknowledged.load(Ordering::Relaxed),
         "actor stopped"
     );
     Ok(())

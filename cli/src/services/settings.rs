@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::env_cmd::{GameArgs, OnOff};
+#[cfg(feature = "torch")]
 use crate::evaluate::EvalArgs;
 
 /// Replay storage settings ([replay] in a preset).
@@ -129,6 +130,15 @@ pub struct ActArgs {
     /// How actors compress frames for the replay.
     #[arg(long, env = "APEX_FRAME_CODEC")]
     pub frame_codec: CodecName,
+    /// Groups of each actor's environments, one forward pass each on its
+    /// inference thread while the stepping thread steps the others (1: the
+    /// stepping thread runs every pass itself). More than 1 pays only where
+    /// a core is free for the inference thread.
+    #[arg(long, env = "APEX_INFERENCE_GROUPS", default_value_t = 1)]
+    pub inference_groups: usize,
+    /// libtorch threads of each actor's inference thread (0: libtorch's default).
+    #[arg(long, env = "APEX_ACTOR_TORCH_THREADS", default_value_t = 1)]
+    pub actor_torch_threads: usize,
 }
 
 impl ActArgs {
@@ -137,6 +147,10 @@ impl ActArgs {
         anyhow::ensure!(self.envs > 0, "--envs must be at least 1");
         anyhow::ensure!(self.n_step > 0, "--n-step must be at least 1");
         anyhow::ensure!(self.send_batch > 0, "--send-batch must be at least 1");
+        anyhow::ensure!(
+            self.inference_groups > 0,
+            "--inference-groups must be at least 1"
+        );
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.gamma),
             "--gamma {} must be in [0, 1]",
@@ -171,10 +185,36 @@ pub struct AuthArgs {
     /// it, the variable APEX_TOKEN; with neither, the services are open.
     #[arg(long, env = "APEX_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// TLS: this process's certificate chain (PEM). Its servers serve TLS;
+    /// it is presented to servers that ask for a client certificate.
+    #[arg(long, env = "APEX_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "APEX_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: verify https:// servers against this CA (PEM) instead of the
+    /// system's roots.
+    #[arg(long, env = "APEX_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// mTLS: serve only clients whose certificate this CA (PEM) signed.
+    #[arg(long, env = "APEX_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// TLS: the name servers' certificates carry, where it is not the
+    /// address's host.
+    #[arg(long, env = "APEX_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
 }
 
 impl AuthArgs {
-    pub fn token(&self) -> Result<Option<Token>> {
+    /// Sets up this process's TLS (apex_proto::tls) and reads the token.
+    pub fn configure(&self) -> Result<Option<Token>> {
+        apex_proto::tls::configure(&apex_proto::tls::TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: self.tls_ca.clone(),
+            client_ca: self.tls_client_ca.clone(),
+            domain: self.tls_domain.clone(),
+        })?;
         Ok(Token::configured(self.token_file.as_deref())?)
     }
 }
@@ -196,6 +236,7 @@ pub struct LocalSettings {
 }
 
 /// What a run resolved, sections as in a preset file.
+#[cfg(feature = "torch")]
 #[derive(Serialize)]
 pub(super) struct Resolved<'a> {
     pub game: &'a GameArgs,

@@ -53,3 +53,16 @@ pub fn python() -> PathBuf {
     );
     python
 }
+
+/// Runs a Python snippet with the venv's python and `arg` as sys.argv[1];
+/// each line it prints, split at spaces.
+pub fn python_rows(script: &str, arg: &Path) -> Vec<Vec<String>> {
+    let o = Command::new(python())
+        .args(["-c", script, arg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(&o)
+        .lines()
+        .map(|l| l.split(' ').map(str::to_owned).collect())
+        .collect()
+}

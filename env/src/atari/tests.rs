@@ -42,6 +42,9 @@ impl Emulator for Scripted {
                 .filter(|&&f| f <= self.frame)
                 .count() as i32
     }
+    fn screen(&self, out: &mut [u8]) {
+        out.fill(self.frame as u8);
+    }
     fn grayscale(&self, out: &mut [u8]) {
         out.fill(self.frame as u8);
     }

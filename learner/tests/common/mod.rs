@@ -66,7 +66,11 @@ impl Replay {
 
     pub async fn info(&self) -> InfoResponse {
         let mut client = ReplayClient::connect(self.addr.clone()).await.unwrap();
-        client.info(InfoRequest {}).await.unwrap().into_inner()
+        client
+            .info(InfoRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
     }
 }
 

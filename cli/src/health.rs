@@ -1,0 +1,68 @@
+//! `apex health`: the probe that containers and scripts use. It asks a
+//! server's gRPC health service whether it is SERVING, which a stuck server
+//! stops saying (apex_proto::health), rather than whether its port is open.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+#[derive(Args)]
+pub struct HealthArgs {
+    /// The server: host:port or http://host:port.
+    #[arg(default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// The service to ask about (apex.v1.Replay, apex.v1.Parameters); empty: the whole server.
+    #[arg(long, default_value = "")]
+    service: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// TLS settings for an https:// address (the health service needs no token).
+    #[command(flatten)]
+    auth: crate::services::AuthArgs,
+}
+
+pub async fn run(a: HealthArgs) -> Result<()> {
+    let uri = if a.addr.contains("://") {
+        a.addr.clone()
+    } else {
+        format!("http://{}", a.addr)
+    };
+    a.auth.configure()?;
+    let wait = Duration::from_secs_f64(a.timeout.max(0.001));
+    let endpoint = apex_proto::transport::endpoint(&uri)
+        .map_err(|_| anyhow::anyhow!("'{}' is not an address: use host:port", a.addr))?
+        .connect_timeout(wait)
+        .timeout(wait);
+    let channel = endpoint.connect().await.with_context(|| {
+        format!(
+            "{} does not accept connections: is the server running?",
+            a.addr
+        )
+    })?;
+    let request = HealthCheckRequest {
+        service: a.service.clone(),
+    };
+    let status = HealthClient::new(channel)
+        .check(request)
+        .await
+        .with_context(|| format!("{} did not answer its health check within {wait:?}", a.addr))?
+        .into_inner()
+        .status;
+    match ServingStatus::try_from(status) {
+        Ok(ServingStatus::Serving) => {
+            println!("serving");
+            Ok(())
+        }
+        Ok(other) => bail!(
+            "{} reports {}: it is stuck or stopping (its log says why)",
+            a.addr,
+            other.as_str_name()
+        ),
+        Err(_) => bail!("{} reports an unknown health status {status}", a.addr),
+    }
+}
