@@ -26,27 +26,16 @@ if docker compose version >/dev/null 2>&1; then compose_cmd=(docker compose); el
 export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-apexe2e}
 compose() { "${compose_cmd[@]}" -f docker-compose.yml "$@"; }
 
-# Small and quick: a tiny replay, few environments, frequent publication.
-export APEX_REPLAY_CAPACITY=${APEX_REPLAY_CAPACITY:-20000}
-export APEX_REPLAY_MIN_SIZE=${APEX_REPLAY_MIN_SIZE:-500}
-export APEX_ENVS=${APEX_ENVS:-2}
-export APEX_SEND_BATCH=${APEX_SEND_BATCH:-16}
-export APEX_BATCH_SIZE=${APEX_BATCH_SIZE:-8}
-export APEX_PUBLISH_EVERY=${APEX_PUBLISH_EVERY:-5}
-export APEX_CHECKPOINT_EVERY=${APEX_CHECKPOINT_EVERY:-200}
-# Short evaluation rounds, soon and often, so its panels have data.
-export APEX_EVAL_EPISODES=${APEX_EVAL_EPISODES:-2}
-export APEX_EVAL_EVERY_SECS=${APEX_EVAL_EVERY_SECS:-15}
 # Host ports away from the defaults, so a stack already running is not hit.
 export APEX_REPLAY_PORT=${APEX_REPLAY_PORT:-25051}
 export APEX_LEARNER_PORT=${APEX_LEARNER_PORT:-25052}
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-29090}
-prom=http://127.0.0.1:$PROMETHEUS_PORT
-check() { python3 deploy/tests/promcheck.py "$prom" "$@"; }
+. scripts/e2e-settings.sh
+export APEX_CHECKPOINT_EVERY=${APEX_CHECKPOINT_EVERY:-200}
 services=(replay-server learner actor evaluator prometheus)
-replay_image=${APEX_REPLAY_IMAGE:-apex-replay-server:latest}
-actor_image=${APEX_ACTOR_IMAGE:-apex-actor:latest}
-learner_image=${APEX_LEARNER_IMAGE:-apex-learner:latest}
+replay_image=$APEX_REPLAY_IMAGE
+actor_image=$APEX_ACTOR_IMAGE
+learner_image=$APEX_LEARNER_IMAGE
 # Image size limits, bytes (docker's MB and GB are decimal).
 max_replay_bytes=${E2E_MAX_REPLAY_BYTES:-150000000}
 max_actor_bytes=${E2E_MAX_ACTOR_BYTES:-1500000000}

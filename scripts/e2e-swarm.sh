@@ -19,24 +19,12 @@ cd "$root"
 say() { echo "e2e-swarm: $*" >&2; }
 
 stack=${E2E_STACK:-apexswarm}
-export APEX_REPLAY_IMAGE=${APEX_REPLAY_IMAGE:-apex-replay-server:latest}
-export APEX_ACTOR_IMAGE=${APEX_ACTOR_IMAGE:-apex-actor:latest}
-export APEX_LEARNER_IMAGE=${APEX_LEARNER_IMAGE:-apex-learner:latest}
-# Small and quick, as in e2e-compose.sh, on ports of their own.
-export APEX_REPLAY_CAPACITY=${APEX_REPLAY_CAPACITY:-20000}
-export APEX_REPLAY_MIN_SIZE=${APEX_REPLAY_MIN_SIZE:-500}
-export APEX_ENVS=${APEX_ENVS:-2}
-export APEX_SEND_BATCH=${APEX_SEND_BATCH:-16}
-export APEX_BATCH_SIZE=${APEX_BATCH_SIZE:-8}
-export APEX_PUBLISH_EVERY=${APEX_PUBLISH_EVERY:-5}
-export APEX_EVAL_EPISODES=${APEX_EVAL_EPISODES:-2}
-export APEX_EVAL_EVERY_SECS=${APEX_EVAL_EVERY_SECS:-15}
+# On ports of their own, away from e2e-compose.sh's.
 export APEX_REPLAY_PORT=${APEX_REPLAY_PORT:-26051}
 export APEX_LEARNER_PORT=${APEX_LEARNER_PORT:-26052}
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-29091}
 export GRAFANA_PORT=${GRAFANA_PORT:-23001}
-prom=http://127.0.0.1:$PROMETHEUS_PORT
-check() { python3 deploy/tests/promcheck.py "$prom" "$@"; }
+. scripts/e2e-settings.sh
 # Prometheus's port goes through the routing mesh, which needs the kernel's
 # IPVS (absent on some hosts): after each deploy, publish it on this node
 # directly so that the checks reach it either way.

@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use apex_proto::health::{CheckError, ProbedStatus};
 use clap::Args;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 #[derive(Args)]
 pub struct HealthArgs {
@@ -38,23 +36,8 @@ pub async fn run(a: HealthArgs) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("'{}' is not an address: use host:port", a.addr))?
         .connect_timeout(wait)
         .timeout(wait);
-    let channel = endpoint.connect().await.with_context(|| {
-        format!(
-            "{} does not accept connections: is the server running?",
-            a.addr
-        )
-    })?;
-    let request = HealthCheckRequest {
-        service: a.service.clone(),
-    };
-    let status = HealthClient::new(channel)
-        .check(request)
-        .await
-        .with_context(|| format!("{} did not answer its health check within {wait:?}", a.addr))?
-        .into_inner()
-        .status;
-    match ServingStatus::try_from(status) {
-        Ok(ServingStatus::Serving) => {
+    match apex_proto::health::check(endpoint, &a.service).await {
+        Ok(ProbedStatus::Serving) => {
             println!("serving");
             Ok(())
         }
@@ -63,6 +46,15 @@ pub async fn run(a: HealthArgs) -> Result<()> {
             a.addr,
             other.as_str_name()
         ),
-        Err(_) => bail!("{} reports an unknown health status {status}", a.addr),
+        Err(CheckError::Connect(_)) => bail!(
+            "{} does not accept connections: is the server running?",
+            a.addr
+        ),
+        Err(CheckError::Call(e)) => bail!(
+            "{} did not answer its health check within {wait:?}: {}",
+            a.addr,
+            e.message()
+        ),
+        Err(e @ CheckError::Unknown(_)) => bail!("{} reports an {e}", a.addr),
     }
 }

@@ -10,7 +10,7 @@
 //! fill their frame windows and hold them, then close, while the server's
 //! resident set is sampled from /proc (scripts/bench-allocators.sh).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -204,6 +204,8 @@ enum Until {
 }
 
 /// One actor-like insert stream: steps through the recording from `offset`.
+/// Returns its stream identity and how many transitions the server
+/// acknowledged on it, to be reconciled with the server's own count.
 async fn writer(
     mut client: ReplayClient<Channel>,
     frames: Arc<Frames>,
@@ -212,7 +214,8 @@ async fn writer(
     offset: usize,
     until: Until,
     tally: Arc<Tally>,
-) -> Result<()> {
+) -> Result<(u64, u64)> {
+    let stream_id = rand::random::<u64>() | 1;
     let limit = match &until {
         Until::Stopped => None,
         Until::Sent(n) | Until::SentAndHeld(n, _) => Some(*n),
@@ -228,8 +231,10 @@ async fn writer(
     let acks = {
         let (sent_at, tally, permits) = (sent_at.clone(), tally.clone(), in_flight.clone());
         tokio::spawn(async move {
+            let mut acknowledged = 0;
             while let Some(r) = responses.next().await {
                 let r = r?;
+                acknowledged += r.inserted;
                 let started = sent_at.lock().expect("lock").pop_front();
                 if let Some(t) = started {
                     tally
@@ -241,7 +246,7 @@ async fn writer(
                 tally.inserted.fetch_add(r.inserted, Ordering::Relaxed);
                 permits.add_permits(1);
             }
-            Ok::<_, tonic::Status>(())
+            Ok::<_, tonic::Status>(acknowledged)
         })
     };
     let shape = Shape::of(&frames.shape());
@@ -249,6 +254,7 @@ async fn writer(
     let mut recent: VecDeque<NamedObs> = VecDeque::new();
     let mut pending = Vec::with_capacity(SEND_BATCH);
     let mut sent = 0u64;
+    let mut sequence = 0u64;
     let mut t = offset;
     while !tally.stop.load(Ordering::Relaxed) && limit.is_none_or(|l| sent < l) {
         let named = stream.name(recent.back(), frames.stack(t));
@@ -272,6 +278,7 @@ async fn writer(
         if pending.len() == SEND_BATCH {
             in_flight.acquire().await?.forget();
             sent += pending.len() as u64;
+            sequence += 1;
             sent_at.lock().expect("lock").push_back(Instant::now());
             let request = InsertRequest {
                 obs_shape: Some(shape.clone()),
@@ -280,7 +287,8 @@ async fn writer(
                 frames: stream.take_frames(),
                 codec: codec as i32,
                 num_actions: NUM_ACTIONS,
-                ..Default::default()
+                stream_id,
+                sequence,
             };
             if tx.send(request).await.is_err() {
                 break;
@@ -292,8 +300,8 @@ async fn writer(
         hold.cancelled().await;
     }
     drop(tx);
-    acks.await??;
-    Ok(())
+    let acknowledged = acks.await??;
+    Ok((stream_id, acknowledged))
 }
 
 /// Draws batches and decodes them into stacked observations, as the learner does.
@@ -417,9 +425,9 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
         window_phase(&server, &client, &frames, codec, &a).await?;
     }
     for &writers in &a.writers {
-        let m = measure(&client, &frames, codec, writers, &a, false).await?;
+        let m = measure(&server, &client, &frames, codec, writers, &a, false).await?;
         println!(
-            "{{\"system\": \"apex\", \"writers\": {writers}, \"codec\": \"{}\", \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"insert_max_ms\": {:.1}, \"seconds\": {:.1}, \"sample_wire_bytes\": {:.0}, \"sample_raw_bytes\": {}}}",
+            "{{\"system\": \"apex\", \"writers\": {writers}, \"codec\": \"{}\", \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"insert_max_ms\": {:.1}, \"seconds\": {:.1}, \"sample_wire_bytes\": {:.0}, \"sample_raw_bytes\": {}, \"rss_start_mb\": {:.0}, \"rss_peak_mb\": {:.0}, \"rss_end_mb\": {:.0}, \"acknowledged\": {}, \"stored\": {}, \"lost\": {}, \"extra\": {}}}",
             codec.label(),
             m.insert_per_sec,
             m.sample_per_sec,
@@ -430,14 +438,27 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
             m.sample_bytes,
             // The same batch as stacked observations, uncompressed.
             a.batch as usize * 2 * frames.stacks[0].len(),
+            m.rss_start_mb,
+            m.rss_peak_mb,
+            m.rss_end_mb,
+            m.reconciled.acknowledged,
+            m.reconciled.stored,
+            m.reconciled.lost,
+            m.reconciled.extra,
         );
+        if m.reconciled.lost > 0 || m.reconciled.extra > 0 {
+            bail!(
+                "the server lost or duplicated acknowledged transitions: {:?}",
+                m.reconciled
+            );
+        }
     }
     if a.no_checkpoint {
         return Ok(());
     }
     // The same load with a checkpoint of the full replay in the middle.
     let writers = 8;
-    let m = measure(&client, &frames, codec, writers, &a, true).await?;
+    let m = measure(&server, &client, &frames, codec, writers, &a, true).await?;
     println!(
         "{{\"system\": \"apex\", \"phase\": \"checkpoint\", \"writers\": {writers}, \"codec\": \"{}\", \"checkpoint_ms\": {:.0}, \"insert_per_sec\": {:.0}, \"sample_per_sec\": {:.0}, \"insert_p50_ms\": {:.2}, \"insert_p99_ms\": {:.2}, \"insert_max_ms\": {:.1}}}",
         codec.label(),
@@ -454,6 +475,10 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
 }
 
 struct Measured {
+    rss_start_mb: f64,
+    rss_peak_mb: f64,
+    rss_end_mb: f64,
+    reconciled: Reconciled,
     /// Mean encoded size of a sampled batch.
     sample_bytes: f64,
     insert_per_sec: f64,
@@ -468,6 +493,7 @@ struct Measured {
 /// `writers` writers and the samplers for `a.seconds` after a warm-up
 /// second; with `checkpoint`, a checkpoint is asked for halfway.
 async fn measure(
+    server: &ServerProcess,
     client: &ReplayClient<Channel>,
     frames: &Arc<Frames>,
     codec: apex_proto::v1::Codec,
@@ -500,29 +526,47 @@ async fn measure(
     );
     tally.insert_latency.lock().expect("lock").clear();
     let window = Duration::from_secs_f64(a.seconds);
+    let rss_start = server.rss_bytes()?;
+    let mut rss_peak = rss_start;
     let mut checkpoint_ms = f64::NAN;
-    if checkpoint {
-        tokio::time::sleep(window / 2).await;
-        let c = Instant::now();
-        client.clone().checkpoint(CheckpointRequest {}).await?;
-        checkpoint_ms = c.elapsed().as_secs_f64() * 1e3;
-        tokio::time::sleep(window.saturating_sub(t0.elapsed())).await;
-    } else {
-        tokio::time::sleep(window).await;
+    // The server's resident set once a second, and the checkpoint halfway.
+    while t0.elapsed() < window {
+        let left = window.saturating_sub(t0.elapsed());
+        if checkpoint && checkpoint_ms.is_nan() && left <= window / 2 {
+            let c = Instant::now();
+            client.clone().checkpoint(CheckpointRequest {}).await?;
+            checkpoint_ms = c.elapsed().as_secs_f64() * 1e3;
+            continue;
+        }
+        let next = if checkpoint && checkpoint_ms.is_nan() {
+            left - window / 2
+        } else {
+            left
+        };
+        tokio::time::sleep(next.min(Duration::from_secs(1))).await;
+        rss_peak = rss_peak.max(server.rss_bytes()?);
     }
     let seconds = t0.elapsed().as_secs_f64();
     let inserted = tally.inserted.load(Ordering::Relaxed) - i0;
     let sampled = tally.sampled.load(Ordering::Relaxed) - s0;
     let mut lat = tally.insert_latency.lock().expect("lock").clone();
     tally.stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = HashMap::new();
     for t in tasks {
-        t.await??;
+        let (stream_id, acked) = t.await??;
+        acknowledged.insert(stream_id, acked);
     }
     for s in sampling {
         s.await??;
     }
+    let rss_end = server.rss_bytes()?;
+    let reconciled = reconcile(client, &acknowledged).await?;
     lat.sort_by(f64::total_cmp);
     Ok(Measured {
+        rss_start_mb: mb(rss_start),
+        rss_peak_mb: mb(rss_peak.max(rss_end)),
+        rss_end_mb: mb(rss_end),
+        reconciled,
         sample_bytes: tally.sample_bytes.load(Ordering::Relaxed) as f64
             / tally.samples.load(Ordering::Relaxed).max(1) as f64,
         insert_per_sec: inserted as f64 / seconds,
@@ -533,6 +577,53 @@ async fn measure(
         seconds,
         checkpoint_ms,
     })
+}
+
+/// Each writer's acknowledged transitions against what the server says
+/// its stream stored: nothing acknowledged may be missing or stored twice.
+#[derive(Debug, Default, PartialEq)]
+struct Reconciled {
+    acknowledged: u64,
+    stored: u64,
+    /// Acknowledged but not stored, summed over streams.
+    lost: u64,
+    /// Stored beyond what was acknowledged, summed over streams.
+    extra: u64,
+}
+
+impl Reconciled {
+    fn of(acknowledged: &HashMap<u64, u64>, stored: &HashMap<u64, u64>) -> Self {
+        let mut r = Reconciled::default();
+        for (id, &acked) in acknowledged {
+            let kept = stored.get(id).copied().unwrap_or(0);
+            r.acknowledged += acked;
+            r.stored += kept;
+            r.lost += acked.saturating_sub(kept);
+            r.extra += kept.saturating_sub(acked);
+        }
+        r
+    }
+}
+
+async fn reconcile(
+    client: &ReplayClient<Channel>,
+    acknowledged: &HashMap<u64, u64>,
+) -> Result<Reconciled> {
+    let info = client
+        .clone()
+        .info(InfoRequest { streams: true })
+        .await?
+        .into_inner();
+    let stored = info
+        .streams
+        .iter()
+        .map(|s| (s.stream_id, s.transitions))
+        .collect();
+    Ok(Reconciled::of(acknowledged, &stored))
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
 /// `a.window_streams` streams each send a full frame window and hold it
@@ -547,7 +638,6 @@ async fn window_phase(
     codec: apex_proto::v1::Codec,
     a: &ReplayServiceBenchArgs,
 ) -> Result<()> {
-    let mb = |b: u64| b as f64 / (1 << 20) as f64;
     let tally = Arc::new(Tally::default());
     let hold = CancellationToken::new();
     let per_stream = STREAM_FRAME_WINDOW;
@@ -612,6 +702,24 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn reconciling_counts_missing_and_extra_transitions_per_stream() {
+        let acked = HashMap::from([(1, 64), (2, 128), (3, 64)]);
+        // Stream 2 lost a batch, stream 3 stored one twice, stream 4 was never acknowledged.
+        let stored = HashMap::from([(1, 64), (2, 64), (3, 128), (4, 64)]);
+        let r = Reconciled::of(&acked, &stored);
+        assert_eq!(
+            r,
+            Reconciled {
+                acknowledged: 256,
+                stored: 256,
+                lost: 64,
+                extra: 64
+            }
+        );
+        assert_eq!(Reconciled::of(&acked, &acked).lost, 0);
+    }
 
     #[test]
     fn server_env_pairs_split_at_the_first_equals_sign() {

@@ -85,6 +85,38 @@ impl Liveness {
     }
 }
 
+/// The status a server's gRPC health service gives `service` ("" for the
+/// whole server), as probes see it.
+pub async fn check(
+    endpoint: tonic::transport::Endpoint,
+    service: &str,
+) -> Result<ProbedStatus, CheckError> {
+    let channel = endpoint.connect().await.map_err(CheckError::Connect)?;
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(request)
+        .await
+        .map_err(CheckError::Call)?
+        .into_inner()
+        .status;
+    ProbedStatus::try_from(status).map_err(|_| CheckError::Unknown(status))
+}
+
+pub use tonic_health::pb::health_check_response::ServingStatus as ProbedStatus;
+
+/// Why [`check`] got no status.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("no connection: {0}")]
+    Connect(tonic::transport::Error),
+    #[error("the health call failed: {0}")]
+    Call(tonic::Status),
+    #[error("unknown health status {0}")]
+    Unknown(i32),
+}
+
 /// Reports `service` (and the server, "") SERVING while no section of
 /// `liveness` has run longer than `limit`, NOT_SERVING otherwise, until
 /// `stop`. Logs each change once.
@@ -141,9 +173,6 @@ mod tests {
 
     #[tokio::test]
     async fn watch_flips_the_server_and_the_service_to_not_serving_and_back() {
-        use tonic_health::pb::health_client::HealthClient;
-        use tonic_health::pb::HealthCheckRequest;
-
         let (reporter, service) = tonic_health::server::health_reporter();
         reporter
             .set_service_status("apex.v1.Test", ServingStatus::Serving)
@@ -167,21 +196,9 @@ mod tests {
             Duration::from_millis(100),
             stop.clone(),
         ));
-        let mut client = HealthClient::new(
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-        let mut status = async |service: &str| {
-            let request = HealthCheckRequest {
-                service: service.into(),
-            };
-            client.check(request).await.unwrap().into_inner().status
-        };
-        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-        let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let status = async |service: &str| check(endpoint.clone(), service).await.unwrap();
+        let (serving, not_serving) = (ProbedStatus::Serving, ProbedStatus::NotServing);
         assert_eq!(status("").await, serving);
 
         let busy = live.begin();

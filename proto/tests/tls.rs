@@ -10,8 +10,6 @@ use apex_proto::transport;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 struct Ca {
     cert: rcgen::Certificate,
@@ -52,12 +50,9 @@ fn leaf(
 }
 
 async fn check(endpoint: Endpoint) -> Result<i32, String> {
-    let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
-    let request = HealthCheckRequest { service: "".into() };
-    HealthClient::new(channel)
-        .check(request)
+    apex_proto::health::check(endpoint, "")
         .await
-        .map(|r| r.into_inner().status)
+        .map(|s| s as i32)
         .map_err(|e| format!("{e:?}"))
 }
 

@@ -544,8 +544,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn health_fails_while_a_lock_every_call_needs_is_held() {
-        use tonic_health::pb::health_check_response::ServingStatus;
-        use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+        use apex_proto::health::{check, ProbedStatus};
 
         let replay = Replay::open(&ReplayConfig::in_memory(100, 1, 0.6, 0)).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -556,27 +555,18 @@ mod tests {
                 .clone()
                 .serve(listener, stop.clone().cancelled_owned()),
         );
-        let mut client = HealthClient::new(
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-        let mut status = async || {
-            let request = HealthCheckRequest { service: "".into() };
-            client.check(request).await.unwrap().into_inner().status
-        };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+        let status = async || check(endpoint.clone(), "").await.unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(status().await, ServingStatus::Serving as i32);
+        assert_eq!(status().await, ProbedStatus::Serving);
 
         // A writer that never lets go of the insert gate: every insert would hang.
         let held = replay.inner.inserts_closed.write().await;
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(status().await, ServingStatus::NotServing as i32);
+        assert_eq!(status().await, ProbedStatus::NotServing);
         drop(held);
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(status().await, ServingStatus::Serving as i32);
+        assert_eq!(status().await, ProbedStatus::Serving);
 
         stop.cancel();
         served.await.unwrap().unwrap();

@@ -123,24 +123,13 @@ async fn insert(
 #[tokio::test]
 async fn inserts_samples_and_status_codes() {
     let mut s = serve(config(4, None)).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        Channel::from_shared(s.addr.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
+    let health = apex_proto::health::check(
+        Channel::from_shared(s.addr.clone()).unwrap(),
+        "apex.v1.Replay",
     );
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "apex.v1.Replay".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
     assert_eq!(
-        status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        health.await.unwrap(),
+        apex_proto::health::ProbedStatus::Serving
     );
 
     // Too little data to sample: the rate limiter waits, then says why.
