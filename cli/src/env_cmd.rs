@@ -1,5 +1,6 @@
 //! `apex env ...`
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -102,8 +103,13 @@ pub struct RecordArgs {
 pub fn run(command: EnvCommand) -> Result<()> {
     match command {
         EnvCommand::Games => {
+            // `apex env games | head` closes the pipe early: that is not an error.
+            let mut out = std::io::stdout().lock();
             for g in rom::games() {
-                println!("{g}");
+                match writeln!(out, "{g}") {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    r => r?,
+                }
             }
             Ok(())
         }

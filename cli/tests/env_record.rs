@@ -194,3 +194,19 @@ fn bad_input_gets_one_clear_line() {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn listing_games_into_a_closed_pipe_is_not_an_error() {
+    // As in `apex env games | head -1`: the reader is gone before the list is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apex"))
+        .args(["env", "games"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{:?}: {err}", o.status);
+    assert!(err.is_empty(), "{err}");
+}
