@@ -34,6 +34,19 @@ deploy() {
     --publish-add "mode=host,published=$PROMETHEUS_PORT,target=9090" "${stack}_prometheus" >/dev/null
 }
 
+# A redeploy replaces a service's running tasks one at a time (a rolling
+# update): until it has finished, some tasks still run the old settings.
+updated() {
+  local state=""
+  for _ in $(seq 1 60); do
+    state=$(docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$1")
+    case "$state" in "" | completed) return 0 ;; esac
+    sleep 2
+  done
+  say "FAIL: the update of $1 is still $state after 120 s"
+  return 1
+}
+
 for image in "$APEX_REPLAY_IMAGE" "$APEX_ACTOR_IMAGE" "$APEX_LEARNER_IMAGE"; do
   docker image inspect "$image" >/dev/null 2>&1 ||
     { say "no image $image: build the images first (docker compose build, or scripts/e2e-compose.sh)"; exit 2; }
@@ -93,6 +106,7 @@ check distinct 'max by (actor) (apex_actor_epsilon_max)' actor 2 || failed=1
 
 say "scaling to 4 actors (redeploy with APEX_ACTORS=4)"
 APEX_ACTORS=4 deploy
+updated "${stack}_actor" || failed=1
 check targets replay-server=1 learner=1 actor=4 evaluator=1 prometheus=1 || failed=1
 check labels 'sum by (actor) (apex_replay_inserted_transitions_total)' actor 0 1 2 3 || failed=1
 check distinct 'max by (actor) (apex_actor_epsilon_max)' actor 4 || failed=1
