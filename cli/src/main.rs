@@ -39,7 +39,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// as glibc did; background threads give them back within about a second
 /// (BENCHMARKS.md, "Allocators"). `_RJEM_MALLOC_CONF` overrides them.
 #[used]
-#[export_name = "_rjem_malloc_conf"]
+#[export_name = "malloc_conf"]
 static MALLOC_CONF: Option<&std::ffi::c_char> =
     // SAFETY: a NUL-terminated string that lives as long as the program.
     Some(unsafe { &*c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr() });

@@ -1,7 +1,9 @@
 //! `apex plot`: a run folder's learning curves as one PNG, two panels side by
 //! side (score against env frames, score against wall time), each with the
 //! evaluator's mean raw score per protocol and the exploring actors'
-//! smoothed training return.
+//! smoothed training return. Given several run folders it overlays their
+//! evaluation curves instead, one colour per run and one line style per
+//! protocol, each series labelled with its run folder and protocol.
 //!
 //! Text is drawn with a TrueType font read at run time (DejaVu Sans), so the
 //! binary needs no fontconfig or freetype libraries.
@@ -12,21 +14,30 @@ use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 #[derive(Args)]
 pub struct PlotArgs {
-    /// The run folder: its eval.csv and progress.csv are plotted.
-    pub run_dir: PathBuf,
-    /// Where to write the PNG [default: RUN_DIR/curve.png].
+    /// Run folders. One: its eval.csv and progress.csv are plotted. Several:
+    /// their eval.csv curves are overlaid, to compare runs.
+    #[arg(required = true, num_args = 1..)]
+    pub run_dirs: Vec<PathBuf>,
+    /// Where to write the PNG [default: RUN_DIR/curve.png for one run,
+    /// compare.png for several].
     #[arg(long, env = "APEX_PLOT_OUT")]
     pub out: Option<PathBuf>,
 }
 
 pub fn run(args: PlotArgs) -> Result<()> {
-    let out = args.out.unwrap_or_else(|| args.run_dir.join("curve.png"));
-    let path = plot(&args.run_dir, &out)?;
+    let path = match args.run_dirs.as_slice() {
+        [one] => plot(one, &args.out.unwrap_or_else(|| one.join("curve.png")))?,
+        several => compare(
+            several,
+            &args.out.unwrap_or_else(|| PathBuf::from("compare.png")),
+        )?,
+    };
     println!("wrote {}", path.display());
     Ok(())
 }
@@ -45,16 +56,21 @@ const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/TTF/DejaVuSans.ttf",
 ];
 
-/// Reads `run_dir`'s CSV files and writes the curves to `out` as a PNG.
-pub fn plot(run_dir: &Path, out: &Path) -> Result<PathBuf> {
+fn check_run_dir(run_dir: &Path) -> Result<()> {
     if !run_dir.is_dir() {
         bail!(
             "run folder {} does not exist: pass a folder that apex local wrote (runs/<game>-<protocol>-<time>)",
             run_dir.display()
         );
     }
+    Ok(())
+}
+
+/// Reads `run_dir`'s CSV files and writes the curves to `out` as a PNG.
+pub fn plot(run_dir: &Path, out: &Path) -> Result<PathBuf> {
     let eval_path = run_dir.join(EVAL_CSV);
     let progress_path = run_dir.join(PROGRESS_CSV);
+    check_run_dir(run_dir)?;
     if !eval_path.exists() && !progress_path.exists() {
         bail!(
             "no {EVAL_CSV} or {PROGRESS_CSV} in {}: train there with apex local --run-dir, or score a checkpoint with apex eval",
@@ -111,6 +127,146 @@ pub fn plot(run_dir: &Path, out: &Path) -> Result<PathBuf> {
     }
     write_png(out, &pixels)?;
     Ok(out.to_path_buf())
+}
+
+/// One run's evaluation curves in a comparison, and the name they go by.
+struct Run {
+    name: String,
+    eval: BTreeMap<String, Series>,
+}
+
+/// Reads each run folder's eval.csv and writes their curves, overlaid, to
+/// `out` as a PNG.
+pub fn compare(run_dirs: &[PathBuf], out: &Path) -> Result<PathBuf> {
+    let names = run_names(run_dirs);
+    let mut runs = Vec::with_capacity(run_dirs.len());
+    for (dir, name) in run_dirs.iter().zip(names) {
+        check_run_dir(dir)?;
+        let path = dir.join(EVAL_CSV);
+        if !path.exists() {
+            bail!(
+                "no {EVAL_CSV} in {}: runs are compared by their evaluations; train with apex local (evaluation on) or score a checkpoint with apex eval",
+                dir.display()
+            );
+        }
+        let eval = Curves::new(&read_eval(&path)?, &[]).eval;
+        if eval.values().all(Vec::is_empty) {
+            bail!(
+                "{} has no evaluation rounds yet: wait for the first one, then plot again",
+                path.display()
+            );
+        }
+        runs.push(Run { name, eval });
+    }
+    register_font()?;
+    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let (left, right) = root.split_horizontally(WIDTH / 2);
+        draw_comparison(
+            &left,
+            "evaluation by env frames",
+            "env frames (emulator frames)",
+            &runs,
+            Axis::Frames,
+        )?;
+        draw_comparison(
+            &right,
+            "evaluation by wall time",
+            "wall time (minutes)",
+            &runs,
+            Axis::Minutes,
+        )?;
+        root.present().map_err(draw_err)?;
+    }
+    write_png(out, &pixels)?;
+    Ok(out.to_path_buf())
+}
+
+/// Each run by its folder's name, or by its whole path where two runs'
+/// folders share a name.
+fn run_names(run_dirs: &[PathBuf]) -> Vec<String> {
+    let short = |d: &PathBuf| {
+        d.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| d.display().to_string())
+    };
+    run_dirs
+        .iter()
+        .map(|d| {
+            let clash = run_dirs.iter().filter(|o| short(o) == short(d)).count() > 1;
+            if clash {
+                d.display().to_string()
+            } else {
+                short(d)
+            }
+        })
+        .collect()
+}
+
+/// The labelled series of a comparison, in drawing order: per run, per
+/// protocol (v4 before v5).
+fn comparison_labels(runs: &[Run]) -> Vec<String> {
+    runs.iter()
+        .flat_map(|r| r.eval.keys().map(move |p| format!("{} {p}", r.name)))
+        .collect()
+}
+
+fn draw_comparison(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    caption: &str,
+    x_desc: &str,
+    runs: &[Run],
+    axis: Axis,
+) -> Result<()> {
+    let series: Vec<Vec<(f64, f64)>> = runs
+        .iter()
+        .flat_map(|r| r.eval.values())
+        .map(|s| {
+            on_axis(s, axis)
+                .into_iter()
+                .map(|(x, y, _)| (x, y))
+                .collect()
+        })
+        .collect();
+    let mut chart = chart(
+        area,
+        caption,
+        x_desc,
+        axis,
+        series.iter().flatten().copied(),
+    )?;
+    let labels = comparison_labels(runs);
+    let styles = runs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| (0..r.eval.len()).map(move |p| (i, p)));
+    for ((points, label), (run, protocol)) in series.iter().zip(labels).zip(styles) {
+        if points.is_empty() {
+            continue;
+        }
+        let colour = protocol_colour(run);
+        // The first protocol (v4) solid, the others dashed.
+        let style = colour.stroke_width(2);
+        if protocol == 0 {
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), style))
+                .map_err(draw_err)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        } else {
+            chart
+                .draw_series(DashedLineSeries::new(points.iter().copied(), 8, 5, style))
+                .map_err(draw_err)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], style));
+        }
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(draw_err)?;
+    }
+    legend(&mut chart)
 }
 
 fn draw_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -448,38 +604,7 @@ fn draw_panel(
         .iter()
         .flat_map(|(_, s)| s.iter().flat_map(|&(x, y, sd)| [(x, y - sd), (x, y + sd)]))
         .chain(train.iter().map(|&(x, y, _)| (x, y)));
-    let (mut x_max, mut y_min, mut y_max) = (0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in all {
-        x_max = x_max.max(x);
-        y_min = y_min.min(y);
-        y_max = y_max.max(y);
-    }
-    // Leave room above the highest point for the legend and never draw an empty range.
-    let x_max = if x_max > 0.0 { x_max * 1.02 } else { 1.0 };
-    let span = (y_max - y_min).max(1.0);
-    let (y_lo, y_hi) = (y_min - 0.02 * span, y_max + 0.25 * span);
-
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, y_lo..y_hi)
-        .map_err(draw_err)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc("raw score (all lives)")
-        .x_label_formatter(&|v| match axis {
-            Axis::Frames => short_number(*v),
-            Axis::Minutes => format!("{v:.0}"),
-        })
-        .y_label_formatter(&|v| format!("{v:.0}"))
-        .axis_desc_style(("sans-serif", 16))
-        .label_style(("sans-serif", 14))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(draw_err)?;
+    let mut chart = chart(area, caption, x_desc, axis, all)?;
 
     // Bands first, so no line is drawn under another curve's shading.
     for (i, (_, points)) in eval.iter().enumerate() {
@@ -538,6 +663,56 @@ fn draw_panel(
             )
             .map_err(draw_err)?;
     }
+    legend(&mut chart)
+}
+
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A panel's axes, scaled to hold every point with room above for the legend.
+fn chart<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: &str,
+    x_desc: &str,
+    axis: Axis,
+    points: impl Iterator<Item = (f64, f64)>,
+) -> Result<Chart<'a, 'b>> {
+    let (mut x_max, mut y_min, mut y_max) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in points {
+        x_max = x_max.max(x);
+        y_min = y_min.min(y);
+        y_max = y_max.max(y);
+    }
+    // Leave room above the highest point for the legend and never draw an empty range.
+    let x_max = if x_max > 0.0 { x_max * 1.02 } else { 1.0 };
+    let span = (y_max - y_min).max(1.0);
+    let (y_lo, y_hi) = (y_min - 0.02 * span, y_max + 0.25 * span);
+
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max, y_lo..y_hi)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("raw score (all lives)")
+        .x_label_formatter(&|v| match axis {
+            Axis::Frames => short_number(*v),
+            Axis::Minutes => format!("{v:.0}"),
+        })
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .axis_desc_style(("sans-serif", 16))
+        .label_style(("sans-serif", 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(draw_err)?;
+    Ok(chart)
+}
+
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
@@ -608,6 +783,30 @@ mod tests {
         assert_eq!(c.window, 4);
         assert_eq!(c.train[0].2, 0.0);
         assert_eq!(c.train[10].2, (7.0 + 8.0 + 9.0 + 10.0) / 4.0);
+    }
+
+    #[test]
+    fn comparisons_label_one_series_per_run_and_protocol() {
+        let series = |n: usize| -> Series {
+            (0..n)
+                .map(|i| (Some(i as f64), i as f64, 1.0, 0.0))
+                .collect()
+        };
+        let run = |name: &str, protocols: &[&str]| Run {
+            name: name.into(),
+            eval: protocols
+                .iter()
+                .map(|p| (p.to_string(), series(3)))
+                .collect(),
+        };
+        let runs = [run("old", &["v5", "v4"]), run("new", &["v4"])];
+        assert_eq!(comparison_labels(&runs), ["old v4", "old v5", "new v4"]);
+        let dirs = [
+            PathBuf::from("a/run"),
+            PathBuf::from("b/run"),
+            PathBuf::from("c/other"),
+        ];
+        assert_eq!(run_names(&dirs), ["a/run", "b/run", "other"]);
     }
 
     #[test]

@@ -15,6 +15,12 @@ fn apex(args: &[&Path]) -> Output {
 }
 
 fn png_size(path: &Path) -> (u32, u32) {
+    let (width, height, _) = png_pixels(path);
+    (width, height)
+}
+
+/// Width, height and RGB pixels of a PNG that is not blank.
+fn png_pixels(path: &Path) -> (u32, u32, Vec<u8>) {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut reader = png::Decoder::new(std::io::BufReader::new(file))
         .read_info()
@@ -25,7 +31,8 @@ fn png_size(path: &Path) -> (u32, u32) {
         pixels.iter().any(|&p| p < 128),
         "the image is blank: nothing was drawn"
     );
-    (info.width, info.height)
+    pixels.truncate(info.buffer_size());
+    (info.width, info.height, pixels)
 }
 
 const EVAL: &str =
@@ -95,4 +102,56 @@ fn missing_or_malformed_inputs_are_one_clear_line() {
     )
     .unwrap();
     assert_clear_failure(&apex(&[dir.path()]), "eval.csv line 4: mean is 'x'");
+}
+
+/// Pixels of exactly this colour.
+fn count_colour(pixels: &[u8], rgb: [u8; 3]) -> usize {
+    pixels.chunks_exact(3).filter(|p| *p == rgb).count()
+}
+
+#[test]
+fn several_runs_overlay_their_evaluations_in_one_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dir.path().join("old-default"),
+        dir.path().join("new-default"),
+    );
+    for (run, scale) in [(&a, 1.0), (&b, 3.0)] {
+        std::fs::create_dir(run).unwrap();
+        let eval: String = EVAL
+            .lines()
+            .enumerate()
+            .map(|(i, line)| match i {
+                0 => format!("{line}\n"),
+                // Scale the means so the runs' curves differ.
+                _ => {
+                    let mut f: Vec<String> = line.split(',').map(String::from).collect();
+                    f[6] = format!("{:.3}", f[6].parse::<f64>().unwrap() * scale);
+                    format!("{}\n", f.join(","))
+                }
+            })
+            .collect();
+        std::fs::write(run.join("eval.csv"), eval).unwrap();
+    }
+    let out = dir.path().join("cmp.png");
+    let o = apex(&[&a, &b, Path::new("--out"), &out]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cmp.png"));
+    let (width, height, pixels) = png_pixels(&out);
+    assert_eq!((width, height), (1600, 600));
+    // Each run is drawn in its own colour (the first two of the palette).
+    for colour in [[31, 119, 180], [255, 127, 14]] {
+        assert!(
+            count_colour(&pixels, colour) > 200,
+            "no series in {colour:?}"
+        );
+    }
+
+    // A run without evaluations cannot be compared: one clear line.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_clear_failure(
+        &apex(&[&a, &empty, Path::new("--out"), &out]),
+        "no eval.csv in",
+    );
 }

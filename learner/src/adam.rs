@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::fused;
 use crate::state::{self, NamedTensors, StateError};
 
 pub const BETA1: f64 = 0.9;
@@ -20,8 +21,9 @@ pub struct Adam {
     /// Steps taken per variable: as in torch, a variable without a gradient
     /// skips a step and keeps its own bias correction.
     steps: Vec<i64>,
-    /// One buffer per variable for the step's intermediate results: fresh
-    /// tensors of a 3,136 x 512 layer's size would cost page faults each step.
+    /// One buffer per variable for the intermediate results of the step in
+    /// libtorch operations (CUDA): fresh tensors of a 3,136 x 512 layer's
+    /// size would cost page faults each step.
     scratch: Vec<Tensor>,
     lr: f64,
     eps: f64,
@@ -43,37 +45,47 @@ impl Adam {
     /// One update from the gradients the variables hold. The operations and
     /// their order are those of `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
     /// `w -= lr / bias1 * m / (sqrt(v) / sqrt(bias2) + eps)`, so the results
-    /// are the same bits; only where they are written differs.
+    /// are the same bits on either path; only where they are computed differs.
     pub fn step(&mut self) {
+        let (grads, stepped) = fused::gradients(&self.vars);
+        for &i in &stepped {
+            self.steps[i] += 1;
+        }
+        let consts: Vec<Consts> = (0..self.vars.len())
+            .map(|i| Consts::new(self.lr, self.eps, self.steps[i]))
+            .collect();
+        let quads = fused::quads(
+            &stepped,
+            [&self.vars, &grads, &self.exp_avg, &self.exp_avg_sq],
+        );
+        if fused::fits(&quads) {
+            fused::for_each_chunk(&quads, fused::torch_threads(), |q, l| {
+                consts[stepped[q]].apply(l)
+            });
+            return;
+        }
         tch::no_grad(|| {
-            for (i, var) in self.vars.iter_mut().enumerate() {
-                let g = var.grad();
-                if !g.defined() {
-                    continue;
-                }
-                self.steps[i] += 1;
-                let t = self.steps[i] as i32;
+            for &i in &stepped {
+                let (g, c) = (&grads[i], &consts[i]);
                 let (m, v, s) = (
                     &mut self.exp_avg[i],
                     &mut self.exp_avg_sq[i],
                     &mut self.scratch[i],
                 );
-                s.copy_(&g);
+                s.copy_(g);
                 let _ = s.g_mul_scalar_(1.0 - BETA1);
                 let _ = m.g_mul_scalar_(BETA1);
                 let _ = m.g_add_(s);
-                let _ = g.mul_out(s, &g);
+                let _ = g.mul_out(s, g);
                 let _ = s.g_mul_scalar_(1.0 - BETA2);
                 let _ = v.g_mul_scalar_(BETA2);
                 let _ = v.g_add_(s);
-                let bias1 = 1.0 - BETA1.powi(t);
-                let bias2 = 1.0 - BETA2.powi(t);
                 let _ = v.sqrt_out(s);
-                let _ = s.g_div_scalar_(bias2.sqrt());
+                let _ = s.g_div_scalar_(c.sqrt_bias2);
                 let _ = s.g_add_scalar_(self.eps);
                 let _ = m.div_out(s, s);
-                let _ = s.g_mul_scalar_(self.lr / bias1);
-                let _ = var.f_sub_(s).expect("shapes agree");
+                let _ = s.g_mul_scalar_(c.step_size);
+                let _ = self.vars[i].f_sub_(s).expect("shapes agree");
             }
         })
     }
@@ -107,6 +119,44 @@ impl Adam {
         self.steps = Vec::<i64>::try_from(steps.to_device(Device::Cpu).to_kind(Kind::Int64))
             .expect("step counts are int64");
         Ok(())
+    }
+}
+
+/// One variable's step constants, as the libtorch operations use them:
+/// scalars meet float tensors as floats, `lr / bias1` and `sqrt(bias2)` are
+/// worked out in double first.
+struct Consts {
+    sqrt_bias2: f64,
+    step_size: f64,
+    eps: f64,
+}
+
+impl Consts {
+    fn new(lr: f64, eps: f64, step: i64) -> Self {
+        let t = step as i32;
+        let (bias1, bias2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
+        Consts {
+            sqrt_bias2: bias2.sqrt(),
+            step_size: lr / bias1,
+            eps,
+        }
+    }
+
+    /// The step on one chunk, element by element.
+    fn apply(&self, l: fused::Lanes<'_>) {
+        let (b1, c1) = (BETA1 as f32, (1.0 - BETA1) as f32);
+        let (b2, c2) = (BETA2 as f32, (1.0 - BETA2) as f32);
+        let (sqrt_bias2, eps, step_size) = (
+            self.sqrt_bias2 as f32,
+            self.eps as f32,
+            self.step_size as f32,
+        );
+        for (w, g, m, v) in l.elements() {
+            *m = *m * b1 + g * c1;
+            *v = *v * b2 + (g * g) * c2;
+            let denom = v.sqrt() / sqrt_bias2 + eps;
+            *w -= *m / denom * step_size;
+        }
     }
 }
 
@@ -157,17 +207,20 @@ mod tests {
     }
 
     #[test]
-    fn in_place_steps_give_the_same_bits_as_the_formula() {
+    fn fused_steps_follow_the_formula() {
         let _rng = crate::test_rng::seeded(8);
         let opts = (Kind::Float, Device::Cpu);
-        let w = Tensor::randn([64, 33], opts).set_requires_grad(true);
+        let w = Tensor::randn([640, 333], opts).set_requires_grad(true);
         let (lr, eps) = (1e-3, 1e-8);
         let mut ours = Adam::new(vec![w.shallow_clone()], lr, eps);
         let mut want = w.detach().copy();
-        let (mut m, mut v) = (Tensor::zeros([64, 33], opts), Tensor::zeros([64, 33], opts));
+        let (mut m, mut v) = (
+            Tensor::zeros([640, 333], opts),
+            Tensor::zeros([640, 333], opts),
+        );
         for t in 1..=5 {
             // A gradient of its own each step, the same for both.
-            let g = Tensor::randn([64, 33], opts);
+            let g = Tensor::randn([640, 333], opts);
             crate::grad::zero_grad(&mut [w.shallow_clone()]);
             (&w * &g).sum(Kind::Float).backward();
             ours.step();
@@ -176,7 +229,7 @@ mod tests {
             let (bias1, bias2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
             let denom = v.sqrt() / bias2.sqrt() + eps;
             want = &want - &m / denom * (lr / bias1);
-            assert!(w.detach().equal(&want), "step {t}");
+            crate::fused::assert_same_but_sqrt_rounding(&w, &want, &format!("step {t}"));
         }
         assert!(ours.exp_avg[0].equal(&m) && ours.exp_avg_sq[0].equal(&v));
     }

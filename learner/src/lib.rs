@@ -8,6 +8,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod dqn;
 mod durable;
+mod fused;
 pub mod grad;
 mod metrics;
 mod prefetch;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use tch::Tensor;
 
+use crate::fused;
 use crate::state::{self, NamedTensors, StateError};
 
 /// No momentum, as in both papers.
@@ -18,8 +19,8 @@ pub struct TfRmsProp {
     vars: Vec<Tensor>,
     mean_square: Vec<Tensor>,
     mean_grad: Vec<Tensor>,
-    /// One buffer per variable for intermediate results (no fresh tensors,
-    /// and so no page faults, each step).
+    /// One buffer per variable for the intermediate results of the step in
+    /// libtorch operations (CUDA): no fresh tensors, and so no page faults.
     scratch: Vec<Tensor>,
     lr: f64,
     decay: f64,
@@ -44,30 +45,41 @@ impl TfRmsProp {
 
     /// One update from the gradients the variables hold: `ms = d ms + (1 - d) g^2`,
     /// `mg = d mg + (1 - d) g`, `w -= lr g / sqrt(max(ms - mg^2, 0) + eps)`,
-    /// computed in place with the same operations in the same order (so the
-    /// same bits) as written out.
+    /// computed with the same operations in the same order (so the same
+    /// bits) as written out, in one pass on the CPU.
     pub fn step(&mut self) {
-        tch::no_grad(|| {
-            for (((var, ms), mg), s) in self
-                .vars
-                .iter_mut()
-                .zip(&mut self.mean_square)
-                .zip(&mut self.mean_grad)
-                .zip(&mut self.scratch)
-            {
-                let g = var.grad();
-                if !g.defined() {
-                    continue;
+        let (grads, stepped) = fused::gradients(&self.vars);
+        let quads = fused::quads(
+            &stepped,
+            [&self.vars, &grads, &self.mean_square, &self.mean_grad],
+        );
+        if fused::fits(&quads) {
+            let (d, c) = (self.decay as f32, (1.0 - self.decay) as f32);
+            let (lr, eps) = (self.lr as f32, self.eps as f32);
+            fused::for_each_chunk(&quads, fused::torch_threads(), |_, l| {
+                for (w, g, ms, mg) in l.elements() {
+                    *ms = *ms * d + (g * g) * c;
+                    *mg = *mg * d + g * c;
+                    let centred = *ms - *mg * *mg;
+                    // Rounding can leave ms a hair below mg^2; the true value is >= 0.
+                    let centred = if centred < 0.0 { 0.0 } else { centred };
+                    *w -= g / (centred + eps).sqrt() * lr;
                 }
+            });
+            return;
+        }
+        tch::no_grad(|| {
+            for &i in &stepped {
+                let (g, s) = (&grads[i], &mut self.scratch[i]);
+                let (ms, mg) = (&mut self.mean_square[i], &mut self.mean_grad[i]);
                 let _ = g.square_out(s);
                 let _ = s.g_mul_scalar_(1.0 - self.decay);
                 let _ = ms.g_mul_scalar_(self.decay);
                 let _ = ms.g_add_(s);
-                s.copy_(&g);
+                s.copy_(g);
                 let _ = s.g_mul_scalar_(1.0 - self.decay);
                 let _ = mg.g_mul_scalar_(self.decay);
                 let _ = mg.g_add_(s);
-                // Rounding can leave ms a hair below mg^2; the true value is >= 0.
                 let _ = mg.square_out(s);
                 let _ = ms.sub_out(s, s);
                 let _ = s.clamp_min_(0.0);
@@ -75,7 +87,7 @@ impl TfRmsProp {
                 let _ = s.sqrt_();
                 let _ = g.div_out(s, s);
                 let _ = s.g_mul_scalar_(self.lr);
-                let _ = var.f_sub_(s).expect("shapes agree");
+                let _ = self.vars[i].f_sub_(s).expect("shapes agree");
             }
         })
     }
@@ -156,16 +168,19 @@ mod tests {
     }
 
     #[test]
-    fn in_place_steps_give_the_same_bits_as_the_formula() {
+    fn fused_steps_follow_the_formula() {
         let _rng = crate::test_rng::seeded(9);
         let opts = (Kind::Float, Device::Cpu);
-        let w = Tensor::randn([64, 33], opts).set_requires_grad(true);
+        let w = Tensor::randn([640, 333], opts).set_requires_grad(true);
         let (lr, decay, eps) = (1e-3, 0.95, 1.5e-7);
         let mut ours = TfRmsProp::new(vec![w.shallow_clone()], lr, decay, eps);
         let mut want = w.detach().copy();
-        let (mut ms, mut mg) = (Tensor::ones([64, 33], opts), Tensor::zeros([64, 33], opts));
+        let (mut ms, mut mg) = (
+            Tensor::ones([640, 333], opts),
+            Tensor::zeros([640, 333], opts),
+        );
         for step in 0..5 {
-            let g = Tensor::randn([64, 33], opts);
+            let g = Tensor::randn([640, 333], opts);
             zero_grad(&mut [w.shallow_clone()]);
             (&w * &g).sum(Kind::Float).backward();
             ours.step();
@@ -173,7 +188,7 @@ mod tests {
             mg = &mg * decay + &g * (1.0 - decay);
             let denom = ((&ms - mg.square()).clamp_min(0.0) + eps).sqrt();
             want = &want - &g / denom * lr;
-            assert!(w.detach().equal(&want), "step {step}");
+            crate::fused::assert_same_but_sqrt_rounding(&w, &want, &format!("step {step}"));
         }
         assert!(ours.mean_square[0].equal(&ms) && ours.mean_grad[0].equal(&mg));
     }

@@ -1,0 +1,277 @@
+//! One pass over the memory of CPU tensors for an optimizer step. Written as
+//! libtorch operations, Adam makes about fourteen passes over 3.3 million
+//! floats per update (each operation reads and writes whole tensors far
+//! larger than the caches); here every element is read once, updated with
+//! the same float operations in the same order, and written once, split
+//! into chunks over libtorch's intra-op thread count.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tch::{Device, Kind, Tensor};
+
+/// Elements per chunk: four float arrays of this length (1 MB) stay in L2.
+const CHUNK: usize = 1 << 16;
+
+/// Four tensors of one variable that a step reads and writes together:
+/// the weights, their gradient and the optimizer's two running averages.
+pub struct Quad<'a> {
+    pub tensors: [&'a Tensor; 4],
+}
+
+/// The four arrays of one chunk of one variable.
+pub struct Lanes<'a> {
+    pub weights: &'a mut [f32],
+    pub grad: &'a mut [f32],
+    pub first: &'a mut [f32],
+    pub second: &'a mut [f32],
+}
+
+/// The gradients of `vars`, and the indices of the variables that have one:
+/// as in torch, a variable without a gradient skips its step.
+pub fn gradients(vars: &[Tensor]) -> (Vec<Tensor>, Vec<usize>) {
+    let grads: Vec<Tensor> = vars.iter().map(Tensor::grad).collect();
+    let stepped = (0..vars.len()).filter(|&i| grads[i].defined()).collect();
+    (grads, stepped)
+}
+
+/// The quads of the `stepped` variables from four parallel lists: weights,
+/// gradients and the two running averages.
+pub fn quads<'a>(stepped: &[usize], lists: [&'a [Tensor]; 4]) -> Vec<Quad<'a>> {
+    stepped
+        .iter()
+        .map(|&i| Quad {
+            tensors: lists.map(|l| &l[i]),
+        })
+        .collect()
+}
+
+impl<'a> Lanes<'a> {
+    /// Each element's weight, gradient and two averages, in order.
+    pub fn elements(self) -> impl Iterator<Item = (&'a mut f32, f32, &'a mut f32, &'a mut f32)> {
+        self.weights
+            .iter_mut()
+            .zip(self.grad.iter())
+            .zip(self.first.iter_mut())
+            .zip(self.second.iter_mut())
+            .map(|(((w, &g), a), b)| (w, g, a, b))
+    }
+}
+
+/// A raw view of a tensor's floats; the tensor outlives every use of it
+/// (see [`for_each_chunk`]).
+#[derive(Clone, Copy)]
+struct Raw {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// Chunks of one array never overlap, and the four tensors of a quad are
+// distinct storages, so threads never touch the same float.
+unsafe impl Send for Raw {}
+unsafe impl Sync for Raw {}
+
+/// Whether every tensor is a dense float array in host memory of the same
+/// length: the layout this module's loops assume. Other tensors (CUDA) take
+/// libtorch's operations instead.
+pub fn fits(quads: &[Quad<'_>]) -> bool {
+    quads.iter().all(|q| {
+        let n = q.tensors[0].numel();
+        q.tensors.iter().all(|t| {
+            t.defined()
+                && t.device() == Device::Cpu
+                && t.kind() == Kind::Float
+                && t.is_contiguous()
+                && t.numel() == n
+        }) && distinct(&q.tensors)
+    })
+}
+
+/// The four arrays of a quad must not share memory: each is handed out as
+/// its own mutable slice.
+fn distinct(tensors: &[&Tensor; 4]) -> bool {
+    let ptrs = tensors.map(|t| t.data_ptr() as usize);
+    (0..4).all(|i| (i + 1..4).all(|j| ptrs[i] != ptrs[j]))
+}
+
+/// Calls `step(variable index, lanes)` on every chunk of every quad, on up
+/// to `threads` threads. The caller has checked [`fits`].
+pub fn for_each_chunk<F>(quads: &[Quad<'_>], threads: usize, step: F)
+where
+    F: Fn(usize, Lanes<'_>) + Sync,
+{
+    assert!(fits(quads), "fused steps need dense host float tensors");
+    let raws: Vec<[Raw; 4]> = quads
+        .iter()
+        .map(|q| {
+            q.tensors.map(|t| Raw {
+                ptr: t.data_ptr() as *mut f32,
+                len: t.numel(),
+            })
+        })
+        .collect();
+    let chunks: Vec<(usize, usize)> = raws
+        .iter()
+        .enumerate()
+        .flat_map(|(v, r)| (0..r[0].len.div_ceil(CHUNK)).map(move |c| (v, c * CHUNK)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let _flush = FlushSubnormals::here();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(v, start)) = chunks.get(i) else {
+                return;
+            };
+            let len = CHUNK.min(raws[v][0].len - start);
+            // SAFETY: `start..start + len` lies inside each array (same lengths,
+            // checked by `fits`), each chunk index is taken by one thread only,
+            // and the tensors live until this function returns.
+            let lane = |r: Raw| unsafe { std::slice::from_raw_parts_mut(r.ptr.add(start), len) };
+            let [w, g, a, b] = raws[v];
+            step(
+                v,
+                Lanes {
+                    weights: lane(w),
+                    grad: lane(g),
+                    first: lane(a),
+                    second: lane(b),
+                },
+            );
+        }
+    };
+    let threads = threads.clamp(1, chunks.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(work);
+        }
+        work();
+    });
+}
+
+/// Sets the x86 flags that treat subnormal floats as zero (FTZ and DAZ) on
+/// this thread until dropped, as `torch.set_flush_denormal(True)` does.
+/// In real training, Adam's second moments of rarely used weights and many
+/// small gradients decay into the subnormal range, where each arithmetic
+/// operation takes a microcode assist of about a hundred cycles: the
+/// learner's optimizer step took five times as long as on random
+/// gradients. A subnormal is below 1.2e-38; next to Adam's epsilon it is
+/// zero.
+struct FlushSubnormals {
+    #[cfg(target_arch = "x86_64")]
+    saved: u32,
+}
+
+impl FlushSubnormals {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(deprecated)] // _mm_getcsr/_mm_setcsr: no stable replacement yet
+    fn here() -> Self {
+        use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+        const FTZ: u32 = 1 << 15;
+        const DAZ: u32 = 1 << 6;
+        // SAFETY: only the two flags change, on this thread, and drop restores them.
+        let saved = unsafe { _mm_getcsr() };
+        unsafe { _mm_setcsr(saved | FTZ | DAZ) };
+        FlushSubnormals { saved }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn here() -> Self {
+        FlushSubnormals {}
+    }
+}
+
+impl Drop for FlushSubnormals {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        #[allow(deprecated)]
+        // SAFETY: puts back what `here` found.
+        unsafe {
+            std::arch::x86_64::_mm_setcsr(self.saved)
+        };
+    }
+}
+
+/// libtorch's intra-op thread count on this thread (what the rest of the
+/// update runs on).
+pub fn torch_threads() -> usize {
+    usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1)
+}
+
+/// Asserts that `got` is `want` but for the last bit of a few elements: the
+/// fused step takes IEEE's correctly rounded square root, libtorch's CPU
+/// `sqrt` (MKL's vsSqrt) is one ulp off for about 0.6% of its inputs.
+#[cfg(test)]
+pub(crate) fn assert_same_but_sqrt_rounding(got: &Tensor, want: &Tensor, what: &str) {
+    let (got, want) = (
+        Vec::<f32>::try_from(got.detach().flatten(0, -1)).expect("floats"),
+        Vec::<f32>::try_from(want.detach().flatten(0, -1)).expect("floats"),
+    );
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut differ = 0;
+    for (g, w) in got.iter().zip(&want) {
+        if g != w {
+            differ += 1;
+            let tolerance = 4.0 * f32::EPSILON * w.abs().max(1.0);
+            assert!((g - w).abs() <= tolerance, "{what}: {g} against {w}");
+        }
+    }
+    assert!(
+        differ * 50 <= got.len(),
+        "{what}: {differ} of {} elements differ, more than rounding explains",
+        got.len()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_element_of_every_variable_is_visited_once() {
+        let sizes = [1, CHUNK - 1, CHUNK, 3 * CHUNK + 7];
+        let make = || -> Vec<Tensor> {
+            sizes
+                .iter()
+                .map(|&n| Tensor::zeros([n as i64], (Kind::Float, Device::Cpu)))
+                .collect()
+        };
+        let (w, g, a, b) = (make(), make(), make(), make());
+        let quads: Vec<Quad> = (0..sizes.len())
+            .map(|i| Quad {
+                tensors: [&w[i], &g[i], &a[i], &b[i]],
+            })
+            .collect();
+        for threads in [1, 2, 3] {
+            for_each_chunk(&quads, threads, |v, l| {
+                for x in l.weights.iter_mut() {
+                    *x += 1.0 + v as f32;
+                }
+                for x in l.second.iter_mut() {
+                    *x += 1.0;
+                }
+            });
+        }
+        for (i, &n) in sizes.iter().enumerate() {
+            let want = 3.0 * (1.0 + i as f64) * n as f64;
+            assert_eq!(w[i].sum(Kind::Double).double_value(&[]), want);
+            assert_eq!(b[i].sum(Kind::Double).double_value(&[]), 3.0 * n as f64);
+            assert_eq!(g[i].sum(Kind::Double).double_value(&[]), 0.0);
+        }
+    }
+
+    #[test]
+    fn strided_or_mismatched_tensors_do_not_fit() {
+        let t = Tensor::zeros([4, 3], (Kind::Float, Device::Cpu));
+        let tr = t.tr();
+        let short = Tensor::zeros([11], (Kind::Float, Device::Cpu));
+        let double = Tensor::zeros([4, 3], (Kind::Double, Device::Cpu));
+        assert!(fits(&[Quad {
+            tensors: [&t, &t.copy(), &t.copy(), &t.copy()]
+        }]));
+        for odd in [&tr, &short, &double, &t] {
+            assert!(!fits(&[Quad {
+                tensors: [&t, odd, &t, &t]
+            }]));
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The learner's update, made faster (channels-last convolutions, a fused
+//! one-pass optimizer step on flushed subnormals), against the update as it
+//! was written before: the Nature CNN convolving the default layout, and
+//! Adam as libtorch operations. Both start from the same weights and take
+//! the same batch of real Breakout observations; loss, priorities,
+//! gradients and the weights after several steps must agree to float
+//! rounding.
+
+use std::collections::HashMap;
+
+use apex_env::atari::{AtariConfig, AtariEnv};
+use apex_env::Protocol;
+use apex_learner::batch::Batch;
+use apex_learner::dqn::{Dqn, DqnConfig, Optimizer, Saved};
+use apex_model::{Arch, QNetConfig};
+use rand::{Rng, SeedableRng};
+use tch::{Device, Kind, Reduction, Tensor};
+
+const BATCH: usize = 32;
+const GAMMA_N: f32 = 0.970_299;
+
+/// Two batches of `BATCH` transitions from a random game of Breakout.
+fn recorded_batches() -> Vec<Batch> {
+    let config = AtariConfig::new("breakout", Protocol::V4);
+    let mut env = AtariEnv::new(&config).expect("breakout: run scripts/setup.sh for the ROMs");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let actions = env.num_actions();
+    let mut obs = vec![env.reset().to_vec()];
+    let mut rewards = Vec::new();
+    let mut taken = Vec::new();
+    while obs.len() < 2 * BATCH + 1 {
+        let a = rng.gen_range(0..actions);
+        let step = env.step(a);
+        taken.push(a as i64);
+        rewards.push(step.reward);
+        if step.done() {
+            obs.push(env.reset().to_vec());
+        } else {
+            obs.push(env.obs().to_vec());
+        }
+    }
+    (0..2)
+        .map(|b| {
+            let range = b * BATCH..(b + 1) * BATCH;
+            let stack = |rows: &[Vec<u8>]| {
+                Tensor::from_slice(&rows.concat()).view([BATCH as i64, 4, 84, 84])
+            };
+            Batch {
+                ids: (0..BATCH as u64).collect(),
+                obs: stack(&obs[range.clone()]),
+                next_obs: stack(&obs[range.start + 1..range.end + 1]),
+                actions: Tensor::from_slice(&taken[range.clone()]),
+                rewards: Tensor::from_slice(&rewards[range.clone()]),
+                discounts: Tensor::full([BATCH as i64], GAMMA_N as f64, (Kind::Float, Device::Cpu)),
+                weights: Tensor::linspace(0.2, 1.0, BATCH as i64, (Kind::Float, Device::Cpu)),
+            }
+        })
+        .collect()
+}
+
+/// The dueling Nature CNN on the default (channels-first) layout, from the
+/// learner's variables by name.
+fn q_reference(v: &HashMap<String, Tensor>, obs: &Tensor) -> Tensor {
+    let conv = |x: &Tensor, name: &str, stride: i64| {
+        x.conv2d(
+            &v[&format!("{name}.weight")],
+            Some(&v[&format!("{name}.bias")]),
+            [stride, stride],
+            [0, 0],
+            [1, 1],
+            1,
+        )
+        .relu()
+    };
+    let linear = |x: &Tensor, name: &str| {
+        x.linear(
+            &v[&format!("{name}.weight")],
+            Some(&v[&format!("{name}.bias")]),
+        )
+    };
+    let x = obs.to_kind(Kind::Float) / 255.0;
+    let h = conv(&conv(&conv(&x, "conv1", 4), "conv2", 2), "conv3", 1).flatten(1, -1);
+    let head = |name: &str| {
+        linear(
+            &linear(&h, &format!("{name}.hidden")).relu(),
+            &format!("{name}.out"),
+        )
+    };
+    let (value, advantage) = (head("value"), head("advantage"));
+    value + &advantage - advantage.mean_dim(-1, true, Kind::Float)
+}
+
+/// What the update computed before it was made faster: loss, priorities
+/// and the clipped gradients, then Adam's step as libtorch operations.
+struct Reference {
+    online: HashMap<String, Tensor>,
+    target: HashMap<String, Tensor>,
+    m: HashMap<String, Tensor>,
+    v: HashMap<String, Tensor>,
+    steps: i32,
+}
+
+struct Figures {
+    loss: f64,
+    td_abs: Vec<f32>,
+    grads: HashMap<String, Tensor>,
+}
+
+impl Reference {
+    fn update(&mut self, b: &Batch, config: &DqnConfig) -> Figures {
+        for w in self.online.values_mut() {
+            *w = w.detach().set_requires_grad(true);
+        }
+        let q = q_reference(&self.online, &b.obs)
+            .gather(1, &b.actions.unsqueeze(1), false)
+            .squeeze_dim(1);
+        let target = tch::no_grad(|| {
+            let next_q = q_reference(&self.target, &b.next_obs);
+            let best = q_reference(&self.online, &b.next_obs).argmax(1, true);
+            &b.rewards + &b.discounts * next_q.gather(1, &best, false).squeeze_dim(1)
+        });
+        let loss = (&b.weights * q.huber_loss(&target, Reduction::None, 1.0)).mean(Kind::Float);
+        loss.backward();
+        let grads: HashMap<String, Tensor> = self
+            .online
+            .iter()
+            .map(|(k, w)| (k.clone(), w.grad().copy()))
+            .collect();
+        let norm = Tensor::stack(&grads.values().map(Tensor::norm).collect::<Vec<_>>(), 0)
+            .norm()
+            .double_value(&[]);
+        let coef = (config.max_grad_norm / (norm + 1e-6)).min(1.0);
+        let (lr, Optimizer::Adam { eps }) = (config.learning_rate, config.optimizer) else {
+            panic!("the reference steps Adam only");
+        };
+        self.steps += 1;
+        let (bias1, bias2) = (
+            1.0 - 0.9f64.powi(self.steps),
+            1.0 - 0.999f64.powi(self.steps),
+        );
+        let mut clipped = HashMap::new();
+        tch::no_grad(|| {
+            for (name, w) in &self.online {
+                let g = &grads[name] * coef;
+                let m = &self.m[name] * 0.9 + &g * (1.0 - 0.9);
+                let v = &self.v[name] * 0.999 + &g * &g * (1.0 - 0.999);
+                let step = &m / (v.sqrt() / bias2.sqrt() + eps) * (lr / bias1);
+                let _ = w.detach().f_sub_(&step).unwrap();
+                self.m.insert(name.clone(), m);
+                self.v.insert(name.clone(), v);
+                clipped.insert(name.clone(), g);
+            }
+        });
+        Figures {
+            loss: loss.double_value(&[]),
+            td_abs: Vec::<f32>::try_from((&target - &q).abs().detach()).unwrap(),
+            grads: clipped,
+        }
+    }
+}
+
+fn close(a: &Tensor, b: &Tensor, scale: f64) -> f64 {
+    (a - b).abs().max().double_value(&[]) / scale
+}
+
+#[test]
+fn the_faster_update_computes_what_the_plain_one_did() {
+    tch::manual_seed(5);
+    let config = DqnConfig {
+        optimizer: Optimizer::Adam { eps: 1.5e-4 },
+        learning_rate: 1e-4,
+        // Low enough that clipping takes part.
+        max_grad_norm: 0.5,
+        target_update_every: 1000,
+        double: true,
+    };
+    let net = QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true);
+    let mut dqn = Dqn::new(net, config, Device::Cpu).unwrap();
+    // A target network apart from the online one, as mid-training.
+    let target: HashMap<String, Tensor> = dqn
+        .online_state()
+        .into_iter()
+        .map(|(k, w)| (k, tch::no_grad(|| &w + w.randn_like() * 0.01)))
+        .collect();
+    let online: HashMap<String, Tensor> = dqn
+        .online_state()
+        .into_iter()
+        .map(|(k, w)| (k, w.detach().copy()))
+        .collect();
+    dqn.restore(Saved {
+        online: &online,
+        target: Some(&target),
+        optimizer: None,
+        updates: 0,
+    })
+    .unwrap();
+    let zeros =
+        |t: &HashMap<String, Tensor>| t.iter().map(|(k, w)| (k.clone(), w.zeros_like())).collect();
+    let mut reference = Reference {
+        m: zeros(&online),
+        v: zeros(&online),
+        online,
+        target,
+        steps: 0,
+    };
+
+    let batches = recorded_batches();
+    for (i, b) in batches.iter().chain(&batches).enumerate() {
+        let want = reference.update(b, &config);
+        let got = dqn.update(b).unwrap();
+        assert!(
+            (got.loss - want.loss).abs() <= 1e-5 * want.loss.abs().max(1e-3),
+            "update {i}: loss {} against {}",
+            got.loss,
+            want.loss
+        );
+        for (x, y) in got.td_abs.iter().zip(&want.td_abs) {
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs().max(1e-2),
+                "update {i}: priority {x} against {y}"
+            );
+        }
+        for (name, w) in dqn.online_state() {
+            let g = &want.grads[&name];
+            let scale = g.abs().max().double_value(&[]).max(1e-12);
+            let off = close(&w.grad(), g, scale);
+            assert!(
+                off < 1e-3,
+                "update {i}: gradient of {name} off by {off} of its largest element"
+            );
+            let off = close(&w, &reference.online[&name], 1.0);
+            assert!(off < 1e-6, "update {i}: {name} off by {off} after the step");
+        }
+    }
+}
