@@ -13,6 +13,8 @@
 # its peak and each second after the close (IDLE seconds). Then 8 writers and
 # 4 samplers load it for SECONDS. Medians and ratios against the first
 # contender are printed at the end; figures go into BENCHMARKS.md.
+# An apex built since 2026-12-05 exports jemalloc as its own `malloc`, which
+# wins over a preloaded one: compare allocators with APEX=<an older build>.
 #   scripts/bench-allocators.sh [ROUNDS=3] [SECONDS=10]
 # BEFORE=<an older apex binary> compares that build's server ("before") with
 # this one's ("after") instead, both without preloading, under the same load

@@ -29,7 +29,10 @@ mod services;
 
 use clap::{Parser, Subcommand};
 
-/// jemalloc serves Rust's allocations (libtorch keeps the system malloc).
+/// jemalloc serves Rust's allocations and, exported as the process's
+/// `malloc` (tikv-jemallocator's unprefixed symbols, on Linux), libtorch's
+/// too: activations and gradients then reuse pages instead of faulting in
+/// fresh ones every update (BENCHMARKS.md, "The learner's update").
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -37,9 +40,25 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// thread allocates, so a replay server whose insert streams closed kept their
 /// frame windows (4 GB for 32 streams of incompressible frames) while idle,
 /// as glibc did; background threads give them back within about a second
-/// (BENCHMARKS.md, "Allocators"). `_RJEM_MALLOC_CONF` overrides them.
+/// (BENCHMARKS.md, "Allocators"). `MALLOC_CONF` overrides them (where
+/// jemalloc stays prefixed, on macOS, `_RJEM_MALLOC_CONF`).
 #[used]
-#[export_name = "malloc_conf"]
+#[cfg_attr(
+    any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_vendor = "apple"
+    ),
+    export_name = "_rjem_malloc_conf"
+)]
+#[cfg_attr(
+    not(any(
+        target_os = "android",
+        target_os = "dragonfly",
+        target_vendor = "apple"
+    )),
+    export_name = "malloc_conf"
+)]
 static MALLOC_CONF: Option<&std::ffi::c_char> =
     // SAFETY: a NUL-terminated string that lives as long as the program.
     Some(unsafe { &*c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr() });

@@ -238,18 +238,19 @@ fn draw_comparison(
         series.iter().flatten().copied(),
     )?;
     let labels = comparison_labels(runs);
+    // The first protocol of all runs (v4 where there is one) solid, the others dashed.
+    let first = runs.iter().flat_map(|r| r.eval.keys()).min();
     let styles = runs
         .iter()
         .enumerate()
-        .flat_map(|(i, r)| (0..r.eval.len()).map(move |p| (i, p)));
-    for ((points, label), (run, protocol)) in series.iter().zip(labels).zip(styles) {
+        .flat_map(|(i, r)| r.eval.keys().map(move |p| (i, Some(p) == first)));
+    for ((points, label), (run, solid)) in series.iter().zip(labels).zip(styles) {
         if points.is_empty() {
             continue;
         }
-        let colour = protocol_colour(run);
-        // The first protocol (v4) solid, the others dashed.
+        let colour = run_colour(run);
         let style = colour.stroke_width(2);
-        if protocol == 0 {
+        if solid {
             chart
                 .draw_series(LineSeries::new(points.iter().copied(), style))
                 .map_err(draw_err)?
@@ -572,6 +573,23 @@ fn protocol_colour(i: usize) -> RGBColor {
 }
 
 const TRAIN_COLOUR: RGBColor = RGBColor(44, 160, 44);
+
+/// A comparison's colour for its `i`th run: the protocol colours, then
+/// green, brown, pink, grey, olive and cyan (ten runs before one repeats).
+fn run_colour(i: usize) -> RGBColor {
+    const MORE: [RGBColor; 6] = [
+        TRAIN_COLOUR,
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    match i % 10 {
+        i @ 0..4 => protocol_colour(i),
+        i => MORE[i - 4],
+    }
+}
 
 /// 1234567 as "1.2M": frame counts run into the hundreds of millions.
 fn short_number(v: f64) -> String {

@@ -118,9 +118,12 @@ fn several_runs_overlay_their_evaluations_in_one_picture() {
     );
     for (run, scale) in [(&a, 1.0), (&b, 3.0)] {
         std::fs::create_dir(run).unwrap();
+        // v4 rows only: in one run's picture v5 is orange, so orange here
+        // can only be the second run.
         let eval: String = EVAL
             .lines()
             .enumerate()
+            .filter(|(i, line)| *i == 0 || line.contains(",v4,"))
             .map(|(i, line)| match i {
                 0 => format!("{line}\n"),
                 // Scale the means so the runs' curves differ.

@@ -82,10 +82,13 @@ fn the_default_preset_fits_a_cpu_and_cuda_picks_the_gpu_preset() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c = config(&run);
     assert_eq!(get(&c, "learner", "optimizer").as_str(), Some("adam"));
-    assert_eq!(get(&c, "learner", "learning_rate").as_float(), Some(0.0001));
+    assert_eq!(
+        get(&c, "learner", "learning_rate").as_float(),
+        Some(0.00025)
+    );
     assert_eq!(
         get(&c, "learner", "target_update_every").as_integer(),
-        Some(2000)
+        Some(250)
     );
     assert_eq!(
         get(&c, "replay", "samples_per_insert").as_float(),

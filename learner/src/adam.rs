@@ -44,8 +44,9 @@ impl Adam {
 
     /// One update from the gradients the variables hold. The operations and
     /// their order are those of `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
-    /// `w -= lr / bias1 * m / (sqrt(v) / sqrt(bias2) + eps)`, so the results
-    /// are the same bits on either path; only where they are computed differs.
+    /// `w -= lr / bias1 * m / (sqrt(v) / sqrt(bias2) + eps)` on both paths: in
+    /// one pass on the CPU (`fused.rs`, which differs from libtorch's
+    /// operations only in the last bits), as libtorch operations elsewhere.
     pub fn step(&mut self) {
         let (grads, stepped) = fused::gradients(&self.vars);
         for &i in &stepped {
@@ -58,7 +59,7 @@ impl Adam {
             &stepped,
             [&self.vars, &grads, &self.exp_avg, &self.exp_avg_sq],
         );
-        if fused::fits(&quads) {
+        if fused::fits_or_warn(&quads) {
             fused::for_each_chunk(&quads, fused::torch_threads(), |q, l| {
                 consts[stepped[q]].apply(l)
             });

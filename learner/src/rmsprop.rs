@@ -45,15 +45,16 @@ impl TfRmsProp {
 
     /// One update from the gradients the variables hold: `ms = d ms + (1 - d) g^2`,
     /// `mg = d mg + (1 - d) g`, `w -= lr g / sqrt(max(ms - mg^2, 0) + eps)`,
-    /// computed with the same operations in the same order (so the same
-    /// bits) as written out, in one pass on the CPU.
+    /// computed with the same operations in the same order as written out: in
+    /// one pass on the CPU (`fused.rs`, which differs from libtorch's
+    /// operations only in the last bits), as libtorch operations elsewhere.
     pub fn step(&mut self) {
         let (grads, stepped) = fused::gradients(&self.vars);
         let quads = fused::quads(
             &stepped,
             [&self.vars, &grads, &self.mean_square, &self.mean_grad],
         );
-        if fused::fits(&quads) {
+        if fused::fits_or_warn(&quads) {
             let (d, c) = (self.decay as f32, (1.0 - self.decay) as f32);
             let (lr, eps) = (self.lr as f32, self.eps as f32);
             fused::for_each_chunk(&quads, fused::torch_threads(), |_, l| {

@@ -214,6 +214,7 @@ fn the_faster_update_computes_what_the_plain_one_did() {
             got.loss,
             want.loss
         );
+        assert_eq!(got.td_abs.len(), BATCH);
         for (x, y) in got.td_abs.iter().zip(&want.td_abs) {
             assert!(
                 (x - y).abs() <= 1e-4 * y.abs().max(1e-2),

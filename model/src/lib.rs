@@ -49,7 +49,7 @@ impl QNetConfig {
 #[derive(Debug)]
 pub struct QNet {
     torso: nn::Sequential,
-    /// Convolutions read their input channels-last (see [`channels_last`]).
+    /// On the CPU, convolutions read their input channels-last (see [`channels_last`]).
     channels_last: bool,
     value: Option<nn::Sequential>,
     advantage: nn::Sequential,
@@ -127,7 +127,8 @@ impl QNet {
         let advantage = head(&(p / "advantage"), features, head_hidden, c.actions);
         QNet {
             torso,
-            channels_last: matches!(c.arch, Arch::Nature),
+            // oneDNN's gain; cuDNN's layouts in float32 were never measured.
+            channels_last: matches!(c.arch, Arch::Nature) && p.device() == Device::Cpu,
             value,
             advantage,
         }
@@ -163,16 +164,16 @@ impl QNet {
 /// as [`QNet::q_values`] computes), reallocating it only when the shape or
 /// device changes: a batch of 512 Atari stacks takes 58 MB as floats, and a
 /// fresh allocation that size costs page faults on every update. Stacks of
-/// images land channels-last, the layout the convolutions read.
+/// images on the CPU land channels-last, the layout its convolutions read.
 pub fn scale_into(obs: &Tensor, out: &mut Tensor) {
     if !out.defined()
         || out.size() != obs.size()
         || out.device() != obs.device()
         || out.kind() != Kind::Float
     {
-        *out = match obs.size().as_slice() {
-            &[n, c, h, w] => {
-                Tensor::empty([n, h, w, c], (Kind::Float, obs.device())).permute([0, 3, 1, 2])
+        *out = match (obs.size().as_slice(), obs.device()) {
+            (&[n, c, h, w], Device::Cpu) => {
+                Tensor::empty([n, h, w, c], (Kind::Float, Device::Cpu)).permute([0, 3, 1, 2])
             }
             _ => Tensor::empty(obs.size(), (Kind::Float, obs.device())),
         };
