@@ -141,7 +141,10 @@ async fn transitions_flow_weights_return_and_shutdown_is_clean() {
     let actors: Vec<_> = (0..2)
         .map(|i| {
             tokio::spawn(apex_actor::run(
-                actor_config(&s, i, 2, 3, 3000, 1, Codec::Lz4),
+                // Enough steps that the learner's 100 updates and their
+                // publications come while the actors still play, however
+                // fast the machine (3,000 could end before the first one).
+                actor_config(&s, i, 2, 3, 20000, 1, Codec::Lz4),
                 s.shutdown.clone(),
                 actor_stats[i].clone(),
             ))
