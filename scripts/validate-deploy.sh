@@ -9,6 +9,11 @@
 #   - Grafana provisioning: datasource and dashboard provider files, and the
 #     dashboard JSON (ids, layout, datasource uid, queries)
 #   - kubectl kustomize deploy/k8s, then kubernetes-validate on its output
+#   - the replay ratio: in the compose stack, the GPU override and Kubernetes,
+#     the learner and the replay server resolve the same samples_per_insert
+#     (from presets/*.toml and their APEX_* settings), and the GPU variants'
+#     replay is sized as the learner's preset says; a self-test feeds the
+#     check mismatches and expects it to fail
 #   - readiness beyond the schema: each role's image (compose and Kubernetes),
 #     gRPC startup/readiness/liveness probes on the servers, requests and
 #     limits on every container, the replay server's PodDisruptionBudget,
@@ -220,6 +225,276 @@ for e in errors:
 print(f"   {len(workloads)} workloads, {len(pdbs)} disruption budget(s) checked", file=sys.stderr)
 sys.exit(1 if errors else 0)
 PY
+
+# The replay ratio. The replay server's rate limiter holds samples per insert
+# from its own settings, not the learner's: a learner on apex-breakout-gpu
+# (0.8) beside a replay server on apex-breakout (4.0) trains at five times
+# the ratio it was tuned for, and nothing at run time says so. For each way
+# of deploying, resolve both processes' samples_per_insert as apex does
+# (flag, else APEX_* variable, else the preset: --preset/APEX_PRESET, else
+# apex-breakout-gpu when CUDA is asked for, else apex-breakout), with the
+# numbers read from presets/*.toml, and fail when they differ. Where the
+# replay is sized by the learner's preset (the GPU override, Kubernetes),
+# its capacity and minimum size must be that preset's too, and a memory
+# request must hold the capacity. Compose is resolved from the files'
+# defaults: APEX_* variables of this shell and a .env file are left out.
+ratio_py=$cache/replay-ratio.py
+cat >"$ratio_py" <<'PY'
+import argparse, math, re, sys, tomllib, yaml
+
+# Measured resident memory of the replay server (deploy/README.md,
+# "Resources"): lz4 Breakout frames, and what it holds besides.
+BYTES_PER_TRANSITION = 557
+BASE_BYTES = 17e6
+ON = {"1", "true", "on", "yes"}
+OFF = {"0", "false", "off", "no"}
+# apex's own defaults when neither a preset nor CUDA is named (cli/src/preset.rs).
+DEFAULT, DEFAULT_GPU = "apex-breakout", "apex-breakout-gpu"
+
+class Unresolved(Exception):
+    pass
+
+def load_preset(name):
+    if "/" in name or name.endswith(".toml"):
+        raise Unresolved(f"preset {name} is a file path: the check reads only presets/<name>.toml; "
+                         f"name a built-in preset or set APEX_SAMPLES_PER_INSERT on both")
+    try:
+        with open(f"presets/{name}.toml", "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise Unresolved(f"unknown preset {name!r}: name one of presets/*.toml")
+    flat = {}
+    for key, value in table.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return flat
+
+def flag(args, name, separate=True):
+    """The last --name V or --name=V in args (--name=V only where not
+    separate, as --cuda takes it); True for a bare switch."""
+    found = None
+    for i, a in enumerate(args):
+        if a == f"--{name}":
+            found = (args[i + 1] if separate and i + 1 < len(args) and not args[i + 1].startswith("--")
+                     else True)
+        elif a.startswith(f"--{name}="):
+            found = a.split("=", 1)[1]
+    return found
+
+def switch(value, where):
+    v = str(value).strip().lower()
+    if v in ON:
+        return True
+    if v in OFF:
+        return False
+    raise Unresolved(f"{where}={value!r} is neither on nor off: use true or false")
+
+class Process:
+    """One apex process's settings: its variables and arguments."""
+    def __init__(self, role, env, args):
+        self.role, self.env, self.args = role, env, args
+        for k, v in env.items():
+            if k in ("APEX_PRESET", "APEX_SAMPLES_PER_INSERT", "APEX_REPLAY_CAPACITY",
+                     "APEX_REPLAY_MIN_SIZE", "APEX_CUDA") and v == "":
+                raise Unresolved(f"{role}: {k} is set but empty, which apex refuses: give it a value or remove it")
+        cuda = flag(args, "cuda", separate=False)
+        if cuda is not None:
+            self.cuda = True if cuda is True else switch(cuda, f"{role}: --cuda")
+        elif "APEX_CUDA" in env:
+            self.cuda = switch(env["APEX_CUDA"], f"{role}: APEX_CUDA")
+        else:
+            self.cuda = False
+        if flag(args, "preset") not in (None, True):
+            self.preset, self.preset_from = flag(args, "preset"), "named by --preset"
+        elif "APEX_PRESET" in env:
+            self.preset, self.preset_from = env["APEX_PRESET"], "named by APEX_PRESET"
+        elif self.cuda:
+            self.preset, self.preset_from = DEFAULT_GPU, "the default with CUDA, no preset named"
+        else:
+            self.preset, self.preset_from = DEFAULT, "the default, no preset named"
+        self.values = load_preset(self.preset)
+
+    def setting(self, key, variable, kind):
+        """(value, where it came from), as apex resolves it: flag > variable > preset."""
+        opt = key.replace("_", "-")
+        v = flag(self.args, opt)
+        if v not in (None, True):
+            where = f"--{opt}"
+        elif variable in self.env:
+            v, where = self.env[variable], variable
+        elif key in self.values:
+            v, where = self.values[key], f"preset {self.preset}, {self.preset_from}"
+        else:
+            raise Unresolved(f"{self.role}: preset {self.preset} has no {key} and {variable} is not set")
+        try:
+            return kind(str(v).replace("_", "")), where
+        except ValueError:
+            raise Unresolved(f"{self.role}: {where} gives {key} {v!r}, not a number")
+
+def memory_bytes(q):
+    m = re.fullmatch(r"([0-9.]+)\s*([A-Za-z]*)", str(q).strip())
+    if not m:
+        raise Unresolved(f"memory request {q!r} is not a quantity")
+    n, unit = float(m.group(1)), m.group(2)
+    scale = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20,
+             "Gi": 2**30, "Ti": 2**40, "b": 1, "kb": 2**10, "m": 2**20, "mb": 2**20,
+             "g": 2**30, "gb": 2**30}
+    if unit not in scale and unit.lower() not in scale:
+        raise Unresolved(f"memory request {q!r} has an unknown unit")
+    return n * scale.get(unit, scale.get(unit.lower()))
+
+def compose_processes(path):
+    services = yaml.safe_load(open(path))["services"]
+    out = {}
+    for role in ("replay-server", "learner"):
+        s = services[role]
+        env = s.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) if "=" in e else (e, None) for e in env)
+        env = {k: str(v) for k, v in env.items() if v is not None}
+        cmd = s.get("command") or []
+        args = cmd.split() if isinstance(cmd, str) else [str(a) for a in cmd]
+        res = (s.get("deploy") or {}).get("resources", {}).get("reservations", {})
+        memory = res.get("memory") or s.get("mem_reservation")
+        out[role] = (Process(role, env, args), memory)
+    return out
+
+def k8s_processes(path):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    out = {}
+    for role in ("replay-server", "learner"):
+        if role not in workloads:
+            raise Unresolved(f"no workload {role}")
+        pod = workloads[role]["spec"]["template"]["spec"]
+        c = next((c for c in pod["containers"] if c["name"] == role), pod["containers"][0])
+        env = {}
+        # envFrom first: an env entry of the same name wins over it, as in Kubernetes.
+        for src in c.get("envFrom", []):
+            if "configMapRef" not in src:
+                raise Unresolved(f"{role}: envFrom other than a ConfigMap: the check cannot see its keys")
+            name = src["configMapRef"]["name"]
+            if name not in config_maps:
+                raise Unresolved(f"{role}: envFrom names ConfigMap {name}, which the manifests do not hold")
+            env.update({src.get("prefix", "") + k: v for k, v in config_maps[name].items()})
+        for e in c.get("env", []):
+            if "value" in e:
+                env[e["name"]] = str(e["value"])
+            elif "configMapKeyRef" in e.get("valueFrom", {}):
+                ref = e["valueFrom"]["configMapKeyRef"]
+                if ref["key"] not in config_maps.get(ref["name"], {}):
+                    raise Unresolved(f"{role}: {e['name']} reads {ref['name']}/{ref['key']}, "
+                                     f"which the manifests do not hold")
+                env[e["name"]] = str(config_maps[ref["name"]][ref["key"]])
+            elif e["name"].startswith("APEX_") and e["name"] != "APEX_TOKEN":
+                raise Unresolved(f"{role}: {e['name']} comes from a source the check cannot read: "
+                                 f"give it a value or a ConfigMap key")
+        args = [str(a) for a in c.get("command", []) + c.get("args", [])]
+        memory = c.get("resources", {}).get("requests", {}).get("memory")
+        out[role] = (Process(role, env, args), memory)
+    return out
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--variant", nargs=3, action="append", metavar=("NAME", "KIND", "PATH"), default=[])
+ap.add_argument("--preset-sized", action="append", default=[],
+                help="a variant whose replay is sized by the learner's preset")
+opts = ap.parse_args()
+errors = []
+for name, kind, path in opts.variant:
+    try:
+        procs = (compose_processes if kind == "compose" else k8s_processes)(path)
+        learner, _ = procs["learner"]
+        replay, memory = procs["replay-server"]
+        l_spi, l_from = learner.setting("samples_per_insert", "APEX_SAMPLES_PER_INSERT", float)
+        r_spi, r_from = replay.setting("samples_per_insert", "APEX_SAMPLES_PER_INSERT", float)
+        capacity, c_from = replay.setting("capacity", "APEX_REPLAY_CAPACITY", int)
+        min_size, m_from = replay.setting("min_size", "APEX_REPLAY_MIN_SIZE", int)
+        print(f"   {name}: samples per insert: learner {l_spi:g} (from {l_from}), "
+              f"replay server {r_spi:g} (from {r_from}); replay capacity {capacity:,} (from {c_from})",
+              file=sys.stderr)
+        if not math.isclose(l_spi, r_spi, rel_tol=1e-9):
+            errors.append(f"{name}: the learner's samples per insert is {l_spi:g} (from {l_from}) but the "
+                          f"replay server holds {r_spi:g} (from {r_from}): give both the same APEX_PRESET "
+                          f"and set APEX_SAMPLES_PER_INSERT on neither, or the same on both")
+        if name in opts.preset_sized:
+            want = learner.values
+            for key, got, where in (("capacity", capacity, c_from), ("min_size", min_size, m_from)):
+                if key in want and got != int(want[key]):
+                    fix = ("give both the same APEX_PRESET" if where.startswith("preset ") else
+                           f"give {where} the preset's value or leave it to the preset")
+                    errors.append(f"{name}: the replay server's {key} is {got:,} (from {where}), not "
+                                  f"{int(want[key]):,} as in the learner's preset {learner.preset}: {fix}")
+        if memory is not None:
+            need = BASE_BYTES + BYTES_PER_TRANSITION * capacity
+            if memory_bytes(memory) < need:
+                errors.append(f"{name}: the replay server's memory request {memory} is below the "
+                              f"{need / 1e9:.2f} GB a replay of {capacity:,} transitions takes "
+                              f"({BYTES_PER_TRANSITION} B each): raise the request or lower the capacity")
+    except Unresolved as e:
+        errors.append(f"{name}: {e}")
+for e in errors:
+    print("  ", e, file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+"$venv/bin/python" -c 'import tomllib' 2>/dev/null ||
+  fail "the replay ratio check needs Python 3.11 or later (tomllib): rerun with PYTHON=python3.11 after removing $venv"
+# The stack as its files give it: no APEX_* variable of this shell, no .env.
+resolved_compose() {
+  ( while read -r v; do unset "$v"; done < <(compgen -e | grep '^APEX_' || true)
+    : >"$cache/empty.env"
+    exec "${compose[@]}" --env-file "$cache/empty.env" "$@" config )
+}
+ratio_args=()
+if [ ${#compose[@]} -gt 0 ]; then
+  resolved_compose -f docker-compose.yml >"$cache/compose-cpu.yml" &&
+    resolved_compose -f docker-compose.yml -f deploy/docker-compose.gpu.yml >"$cache/compose-gpu.yml" ||
+    fail "docker compose config for the replay ratio check"
+  ratio_args+=(--variant "compose (CPU stack)" compose "$cache/compose-cpu.yml"
+               --variant "compose (GPU override)" compose "$cache/compose-gpu.yml"
+               --preset-sized "compose (GPU override)")
+fi
+[ -s "$manifests" ] && ratio_args+=(--variant kubernetes k8s "$manifests" --preset-sized kubernetes)
+step "replay ratio: the learner's and the replay server's samples per insert agree (compose CPU, compose GPU, Kubernetes)"
+"$venv/bin/python" "$ratio_py" "${ratio_args[@]}" || fail "replay ratio"
+
+# The check itself must fail on a mismatch: the same check on a replay server
+# given its own ratio under the GPU override, and on the Kubernetes
+# manifests with the replay server's preset taken away (the learner then
+# reads apex-breakout-gpu, the replay server apex-breakout).
+step "replay ratio self-test: mismatches must be refused"
+selftest() {  # name, then the check's arguments; passes when the check fails naming the variant
+  local name=$1 out; shift
+  if out=$("$venv/bin/python" "$ratio_py" "$@" 2>&1); then
+    fail "the replay ratio check passed a mismatch ($name): it cannot catch one"
+  elif ! grep -q "$name: the learner's samples per insert" <<<"$out"; then
+    echo "$out" >&2; fail "the replay ratio check failed on $name for another reason than the mismatch"
+  else
+    grep "$name: the learner's" <<<"$out" | sed 's/^ */   refused as it should be: /' >&2
+  fi
+}
+if [ ${#compose[@]} -gt 0 ]; then
+  printf 'services:\n  replay-server:\n    environment:\n      APEX_SAMPLES_PER_INSERT: "4"\n' >"$cache/ratio-mismatch.yml"
+  if resolved_compose -f docker-compose.yml -f deploy/docker-compose.gpu.yml -f "$cache/ratio-mismatch.yml" \
+      >"$cache/compose-mismatch.yml"; then
+    selftest "compose self-test" --variant "compose self-test" compose "$cache/compose-mismatch.yml"
+  else
+    fail "docker compose config of the self-test's override"
+  fi
+fi
+if [ -s "$manifests" ] && "$venv/bin/python" - "$manifests" "$cache/k8s-mismatch.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for d in docs:
+    if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "replay-server":
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            c["env"] = [e for e in c.get("env", []) if e["name"] != "APEX_PRESET"]
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+PY
+then
+  selftest "kubernetes self-test" --variant "kubernetes self-test" k8s "$cache/k8s-mismatch.yaml"
+elif [ -s "$manifests" ]; then
+  fail "could not write the self-test's Kubernetes manifests"
+fi
 
 step "bash -n on the image's and deploy scripts"
 for f in deploy/docker/*.sh scripts/docker-*.sh scripts/e2e-*.sh scripts/validate-deploy.sh; do

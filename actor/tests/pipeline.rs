@@ -78,6 +78,7 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
         cuda: false,
         max_updates: Some(max_updates),
         prefetch: 2,
+        input_workers: 1,
         beta_start: 0.4,
         beta_end: 1.0,
         beta_anneal_updates: max_updates,

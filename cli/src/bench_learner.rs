@@ -202,15 +202,11 @@ fn measure(
     let mut dqn = Dqn::new(net, config, tch::Device::Cpu)?;
     let shape: Vec<usize> = net.obs_shape.iter().map(|&d| d as usize).collect();
     let actions = net.actions as usize;
+    let to = apex_learner::upload::Uploader::new(tch::Device::Cpu);
     let mut step = |i: usize| -> Result<Duration> {
         let t = Instant::now();
-        let b = Batch::from_response(
-            responses[i % responses.len()].clone(),
-            &shape,
-            actions,
-            tch::Device::Cpu,
-        )
-        .context("the prepared batch does not fit the network")?;
+        let b = Batch::from_response(responses[i % responses.len()].clone(), &shape, actions, &to)
+            .context("the prepared batch does not fit the network")?;
         let built = t.elapsed();
         // Random weights can give no finite loss only by a bug.
         dqn.update(&b).map_err(|e| anyhow::anyhow!("{e}"))?;

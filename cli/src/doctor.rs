@@ -32,10 +32,6 @@ pub fn run(args: DoctorArgs) -> Result<()> {
         dir.display()
     );
     rom::locate(&dir, "breakout")?;
-    if args.require_cuda && !cuda {
-        anyhow::bail!(
-            "cuda is not available: check the NVIDIA driver and that libtorch_cuda.so loads"
-        );
-    }
+    apex_model::device(args.require_cuda)?;
     Ok(())
 }

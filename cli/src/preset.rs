@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 use serde::Serialize;
 
+use crate::services::parse_switch;
+
 /// The presets shipped in `presets/`, by name.
 const BUILT_IN: &[(&str, &str)] = &[
     (
@@ -50,9 +52,28 @@ pub enum PresetError {
 /// else the GPU default with `--cuda` (or `APEX_CUDA` set true), else the
 /// default. Read before clap parses, since it feeds clap's input.
 pub fn chosen(args: &[String]) -> String {
-    let cuda = args.iter().any(|a| a == "--cuda")
-        || std::env::var("APEX_CUDA").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "on"));
-    named(args).unwrap_or_else(|| if cuda { DEFAULT_GPU } else { DEFAULT }.to_owned())
+    named(args).unwrap_or_else(|| {
+        if cuda_requested(args) {
+            DEFAULT_GPU
+        } else {
+            DEFAULT
+        }
+        .to_owned()
+    })
+}
+
+/// `--cuda` or `--cuda=<on>`, else `APEX_CUDA` set on, read as clap will
+/// read them; a value that is neither on nor off is left for clap to refuse.
+fn cuda_requested(args: &[String]) -> bool {
+    let on = |v: &str| parse_switch(v).unwrap_or(false);
+    match args
+        .iter()
+        .rev()
+        .find(|a| *a == "--cuda" || a.starts_with("--cuda="))
+    {
+        Some(flag) => flag.strip_prefix("--cuda=").is_none_or(on),
+        None => std::env::var("APEX_CUDA").is_ok_and(|v| on(&v)),
+    }
 }
 
 /// `--preset X`, else `APEX_PRESET`.
@@ -234,6 +255,20 @@ mod tests {
             ])),
             "dqn-nature"
         );
+        assert_eq!(chosen(&args(&["apex", "local", "--cuda=on"])), DEFAULT_GPU);
+        assert_eq!(chosen(&args(&["apex", "local", "--cuda=0"])), DEFAULT);
+    }
+
+    #[test]
+    fn switches_read_alike_everywhere() {
+        for on in ["1", "true", "on", "yes", "TRUE", "On"] {
+            assert_eq!(parse_switch(on), Ok(true), "{on}");
+        }
+        for off in ["0", "false", "off", "no", "False"] {
+            assert_eq!(parse_switch(off), Ok(false), "{off}");
+        }
+        let e = parse_switch("maybe").unwrap_err();
+        assert!(e.contains("'maybe'") && e.contains("on/off"), "{e}");
     }
 
     #[test]

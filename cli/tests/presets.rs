@@ -22,13 +22,11 @@ fn local(run_dir: &Path, preset: Option<&str>, envs: &[(&str, &str)], extra: &[&
         ])
         .args(["--metrics-addr", "127.0.0.1:0", "--log-every", "60"])
         .args(extra);
+    c.env_remove("APEX_PRESET").env_remove("APEX_CUDA");
     for (k, v) in envs {
         c.env(k, v);
     }
-    c.env_remove("APEX_PRESET")
-        .env_remove("APEX_CUDA")
-        .output()
-        .unwrap()
+    c.output().unwrap()
 }
 
 fn config(run_dir: &Path) -> toml::Table {
@@ -75,7 +73,7 @@ fn flags_beat_variables_beat_the_preset_and_the_run_records_them() {
 }
 
 #[test]
-fn the_default_preset_fits_a_cpu_and_cuda_picks_the_gpu_preset() {
+fn the_default_preset_fits_a_cpu_and_the_gpu_preset_runs_on_it_when_told() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let o = local(&run, Some("apex-breakout"), &[], &["--batch-size", "32"]);
@@ -97,14 +95,22 @@ fn the_default_preset_fits_a_cpu_and_cuda_picks_the_gpu_preset() {
     assert_eq!(get(&c, "actor", "n_step").as_integer(), Some(3));
     assert_eq!(get(&c, "replay", "alpha").as_float(), Some(0.6));
 
-    // No preset named, --cuda: Ape-X's learner settings (on the CPU here
-    // when no GPU is present: the learner falls back and says so).
+    assert_eq!(get(&c, "learner", "cuda").as_bool(), Some(false));
+
+    // The GPU preset on the CPU, asked for in so many words: Ape-X's
+    // learner settings.
     let run = dir.path().join("gpu");
-    let o = local(&run, None, &[], &["--cuda", "--batch-size", "32"]);
+    let o = local(
+        &run,
+        Some("apex-breakout-gpu"),
+        &[],
+        &["--cuda=false", "--batch-size", "32"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c = config(&run);
     let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(text.contains("from preset apex-breakout-gpu"), "{text}");
+    assert_eq!(get(&c, "learner", "cuda").as_bool(), Some(false));
     assert_eq!(get(&c, "learner", "optimizer").as_str(), Some("rmsprop"));
     assert_eq!(
         get(&c, "learner", "learning_rate").as_float(),
@@ -114,6 +120,47 @@ fn the_default_preset_fits_a_cpu_and_cuda_picks_the_gpu_preset() {
         get(&c, "replay", "samples_per_insert").as_float(),
         Some(0.8)
     );
+}
+
+/// Every way of asking for a GPU (the flag, `APEX_CUDA` in any on-spelling,
+/// the GPU preset) stops at start with one line where there is none, before
+/// the run folder exists; where there is one, this test runs on it.
+#[test]
+fn asking_for_cuda_without_a_gpu_stops_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let asks: [(&str, Option<&str>, &[(&str, &str)], &[&str]); 5] = [
+        ("flag", None, &[], &["--cuda"]),
+        ("flag=on", None, &[], &["--cuda=on"]),
+        ("variable 1", None, &[("APEX_CUDA", "1")], &[]),
+        ("variable on", None, &[("APEX_CUDA", "on")], &[]),
+        ("gpu preset", Some("apex-breakout-gpu"), &[], &[]),
+    ];
+    for (what, preset, envs, flags) in asks {
+        let run = dir.path().join(what.replace(' ', "-"));
+        let mut extra = flags.to_vec();
+        extra.extend(["--batch-size", "32"]);
+        let o = local(&run, preset, envs, &extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if tch::Cuda::is_available() {
+            assert!(o.status.success(), "{what}: {err}");
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains("cuda was asked for"), "{what}: {err}");
+        assert!(err.contains("apex doctor --require-cuda"), "{what}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        assert!(!run.exists(), "{what}: the run started");
+    }
+    // A value that is neither on nor off is clap's usage error.
+    let o = local(
+        &dir.path().join("maybe"),
+        None,
+        &[("APEX_CUDA", "maybe")],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("'maybe'"), "{err}");
 }
 
 #[test]

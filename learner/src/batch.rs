@@ -1,7 +1,10 @@
 //! A sampled batch as tensors, checked against what the network expects.
 
+use apex_proto::sample_frames;
 use apex_proto::v1::SampleResponse;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
+
+use crate::upload::{Staging, Uploader};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BatchError {
@@ -26,6 +29,9 @@ pub struct Batch {
     pub discounts: Tensor,
     pub next_obs: Tensor,
     pub weights: Tensor,
+    /// The pinned buffers the observations were copied from (CUDA), held
+    /// until the batch is dropped.
+    pub staging: Option<Staging>,
 }
 
 impl Batch {
@@ -37,11 +43,12 @@ impl Batch {
         self.ids.is_empty()
     }
 
+    /// Checks `r` against the network, then decodes it onto `to`'s device.
     pub fn from_response(
         r: SampleResponse,
         obs_shape: &[usize],
         actions: usize,
-        device: Device,
+        to: &Uploader,
     ) -> Result<Batch, BatchError> {
         let got = r.obs_shape.as_ref().map(|s| s.dims()).unwrap_or_default();
         if got != obs_shape {
@@ -62,41 +69,28 @@ impl Batch {
                 "{n} ids but [weights, actions, rewards, discounts] lengths {lengths:?}"
             )));
         }
-        let (obs, next_obs) = apex_proto::sample_frames::observations(&r)?;
         if let Some(&action) = r.actions.iter().find(|&&a| a as usize >= actions) {
             return Err(BatchError::Action { action, actions });
         }
+        // Checked before anything is allocated for it.
+        sample_frames::observation_bytes(&r)?;
         let mut shape = vec![n as i64];
         shape.extend(obs_shape.iter().map(|&d| d as i64));
-        let images =
-            |bytes: &[u8]| upload(Tensor::from_slice(bytes).view(shape.as_slice()), device);
+        let (obs, next_obs, staging) = to.observations(&shape, |obs, next| {
+            sample_frames::observations_into(&r, obs, next)
+        })?;
         let actions: Vec<i64> = r.actions.iter().map(|&a| a as i64).collect();
         Ok(Batch {
-            obs: images(&obs),
-            next_obs: images(&next_obs),
-            actions: upload(Tensor::from_slice(&actions), device),
-            rewards: upload(Tensor::from_slice(&r.rewards), device),
-            discounts: upload(Tensor::from_slice(&r.discounts), device),
-            weights: upload(Tensor::from_slice(&r.weights).to_kind(Kind::Float), device),
+            obs,
+            next_obs,
+            actions: to.upload(Tensor::from_slice(&actions)),
+            rewards: to.upload(Tensor::from_slice(&r.rewards)),
+            discounts: to.upload(Tensor::from_slice(&r.discounts)),
+            weights: to.upload(Tensor::from_slice(&r.weights).to_kind(Kind::Float)),
             ids: r.ids,
+            staging,
         })
     }
-}
-
-/// Moves a batch's host tensor to the training device. On CUDA the copy is
-/// queued without waiting: from pinned (page-locked) memory the device reads
-/// it while the host goes on; libtorch's pinned allocator keeps the block
-/// until the copy is done, so `pinned` may drop at once. The copy goes onto
-/// the device's current stream, the default one, which the training
-/// thread's kernels use too: the batch reaches the training thread only
-/// after its copy is queued, so stream order puts the copy before every
-/// kernel that reads it, with no event or wait.
-fn upload(host: Tensor, device: Device) -> Tensor {
-    if device == Device::Cpu {
-        return host;
-    }
-    let pinned = host.pin_memory(device);
-    pinned.to_device_(device, pinned.kind(), true, false)
 }
 
 /// Four 2x2 one-channel transitions sharing one observation, for the
@@ -114,6 +108,7 @@ pub(crate) fn tiny_batch(actions: [i64; 4], reward: f32, discount: f32) -> Batch
         rewards: Tensor::from_slice(&[reward; 4]),
         discounts: Tensor::from_slice(&[discount; 4]),
         weights: Tensor::from_slice(&[1f32; 4]),
+        staging: None,
     }
 }
 
@@ -121,6 +116,11 @@ pub(crate) fn tiny_batch(actions: [i64; 4], reward: f32, discount: f32) -> Batch
 mod tests {
     use super::*;
     use apex_proto::v1::{Codec, Frame, Shape};
+    use tch::Device;
+
+    fn cpu() -> Uploader {
+        Uploader::new(Device::Cpu)
+    }
 
     /// `n` transitions from frame 0 (all 7s) to frame 1 (all 8s).
     fn response(n: usize) -> SampleResponse {
@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_good_batch_becomes_tensors() {
-        let b = Batch::from_response(response(3), &[1, 2, 2], 2, Device::Cpu).unwrap();
+        let b = Batch::from_response(response(3), &[1, 2, 2], 2, &cpu()).unwrap();
         assert_eq!(b.obs.size(), vec![3, 1, 2, 2]);
         assert_eq!(b.obs.kind(), Kind::Uint8);
         assert_eq!(b.actions.kind(), Kind::Int64);
@@ -164,8 +164,9 @@ mod tests {
     #[ignore = "needs a CUDA device"]
     fn a_batch_arrives_on_the_device_intact() {
         let device = cuda();
-        let on_cpu = Batch::from_response(response(5), &[1, 2, 2], 2, Device::Cpu).unwrap();
-        let on_gpu = Batch::from_response(response(5), &[1, 2, 2], 2, device).unwrap();
+        let on_cpu = Batch::from_response(response(5), &[1, 2, 2], 2, &cpu()).unwrap();
+        let on_gpu =
+            Batch::from_response(response(5), &[1, 2, 2], 2, &Uploader::new(device)).unwrap();
         for (cpu, gpu) in [
             (&on_cpu.obs, &on_gpu.obs),
             (&on_cpu.next_obs, &on_gpu.next_obs),
@@ -189,6 +190,7 @@ mod tests {
         let shape = [4usize, 84, 84];
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
         let maker = std::thread::spawn(move || {
+            let to = Uploader::new(device);
             for k in 0..64u8 {
                 let frame = |id: u64, v: u8| Frame {
                     id,
@@ -207,7 +209,7 @@ mod tests {
                     rewards: vec![k as f32; n],
                     discounts: vec![0.99; n],
                 };
-                tx.send(Batch::from_response(r, &shape, 2, device).unwrap())
+                tx.send(Batch::from_response(r, &shape, 2, &to).unwrap())
                     .unwrap();
             }
         });
@@ -229,23 +231,23 @@ mod tests {
     #[test]
     fn bad_batches_are_named() {
         assert!(matches!(
-            Batch::from_response(response(3), &[4, 84, 84], 2, Device::Cpu),
+            Batch::from_response(response(3), &[4, 84, 84], 2, &cpu()),
             Err(BatchError::Shape { .. })
         ));
         let mut r = response(3);
         r.rewards.pop();
         assert!(matches!(
-            Batch::from_response(r, &[1, 2, 2], 2, Device::Cpu),
+            Batch::from_response(r, &[1, 2, 2], 2, &cpu()),
             Err(BatchError::Inconsistent(_))
         ));
         let mut r = response(3);
         r.obs_frames[1] = 5;
         assert!(matches!(
-            Batch::from_response(r, &[1, 2, 2], 2, Device::Cpu),
+            Batch::from_response(r, &[1, 2, 2], 2, &cpu()),
             Err(BatchError::Frames(_))
         ));
         assert!(matches!(
-            Batch::from_response(response(3), &[1, 2, 2], 1, Device::Cpu),
+            Batch::from_response(response(3), &[1, 2, 2], 1, &cpu()),
             Err(BatchError::Action {
                 action: 1,
                 actions: 1

@@ -432,11 +432,10 @@ mod tests {
                     rewards,
                     discounts: Tensor::full([32], 0.97, (Kind::Float, Device::Cpu)),
                     weights,
+                    staging: None,
                 };
-                let on_gpu = |t: &Tensor| {
-                    t.pin_memory(Device::Cuda(0))
-                        .to_device_(Device::Cuda(0), t.kind(), true, false)
-                };
+                let to = crate::upload::Uploader::new(Device::Cuda(0));
+                let on_gpu = |t: &Tensor| to.upload(t.shallow_clone());
                 let device = Batch {
                     ids: host.ids.clone(),
                     obs: on_gpu(&host.obs),
@@ -445,6 +444,7 @@ mod tests {
                     rewards: on_gpu(&host.rewards),
                     discounts: on_gpu(&host.discounts),
                     weights: on_gpu(&host.weights),
+                    staging: None,
                 };
                 let (a, b) = (cpu.update(&host).unwrap(), gpu.update(&device).unwrap());
                 // cuDNN may convolve in TF32: close, not equal.

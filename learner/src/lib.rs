@@ -11,7 +11,7 @@ mod durable;
 mod fused;
 pub mod grad;
 mod metrics;
-mod prefetch;
+pub mod prefetch;
 mod priorities;
 mod retry;
 pub mod rmsprop;
@@ -21,6 +21,7 @@ mod summaries;
 mod test_rng;
 mod throttle;
 mod train;
+pub mod upload;
 pub mod weights;
 
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ pub struct LearnerConfig {
     pub max_updates: Option<u64>,
     /// Batches sampled ahead of the training loop.
     pub prefetch: usize,
+    /// Input workers: Sample calls in flight, each answer decoded on its
+    /// own thread ([`default_input_workers`] gives the usual count).
+    pub input_workers: usize,
     /// Importance-sampling exponent, annealed linearly from start to end
     /// over `beta_anneal_updates` updates.
     pub beta_start: f64,
@@ -101,6 +105,8 @@ pub enum LearnerError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Device(#[from] apex_model::CudaUnavailable),
     #[error("replay server {addr} refused {call} ({code:?}: {message}): {advice}", code = .status.code(), message = .status.message())]
     Replay {
         addr: String,
@@ -112,8 +118,36 @@ pub enum LearnerError {
     Address(String),
     #[error("serving parameters failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("the learner's {task} failed: {message}; the last checkpoint holds the run: fix the cause above and start again with the same --run-dir")]
+    Task { task: &'static str, message: String },
     #[error("the network diverged: its weights are not finite after {updates} updates; lower the learning rate (or the gradient-norm clip) and resume from the last checkpoint")]
     Diverged { updates: u64 },
+}
+
+impl LearnerError {
+    /// A helper task that panicked or was cancelled, as an error.
+    pub(crate) fn task(task: &'static str, e: tokio::task::JoinError) -> LearnerError {
+        let message = match e.try_into_panic() {
+            Ok(panic) => panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "it panicked".into()),
+            Err(e) => e.to_string(),
+        };
+        LearnerError::Task { task, message }
+    }
+}
+
+/// Input workers for a learner on `device`: one per core on CUDA (up to 8),
+/// where the pipeline must keep up with a GPU; one on the CPU, where the
+/// update itself needs the cores and a batch of 32 decodes in a millisecond.
+pub fn default_input_workers(device: tch::Device) -> usize {
+    if device.is_cuda() {
+        std::thread::available_parallelism().map_or(4, |n| n.get().min(8))
+    } else {
+        1
+    }
 }
 
 /// Live figures for progress reports.
@@ -164,7 +198,7 @@ pub async fn run(
         config.num_actions,
         config.dueling,
     );
-    let device = apex_model::device(config.cuda);
+    let device = apex_model::device(config.cuda)?;
     let mut dqn = Dqn::new(net, config.dqn, device)?;
     let resumed = match &config.run_dir {
         Some(dir) => checkpoint::resume(dir, &mut dqn)?,
@@ -179,7 +213,15 @@ pub async fn run(
             "resumed from checkpoint"
         );
     }
-    tracing::info!(?device, "learner starting");
+    if device.is_cuda() {
+        // Batch shapes never change: let cuDNN pick its fastest kernels once.
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    tracing::info!(
+        ?device,
+        input_workers = config.input_workers,
+        "learner starting"
+    );
     let version = resumed.as_ref().map_or(0, |r| r.version) + 1;
     stats.updates.store(dqn.updates(), Ordering::Relaxed);
     let published = Published::default();
@@ -228,7 +270,7 @@ pub async fn run(
         let prefetcher = tokio::spawn(prefetch::prefetch(
             client.clone(),
             config.clone(),
-            dqn.device(),
+            upload::Uploader::new(dqn.device()),
             stats.clone(),
             batch_tx,
             stop.clone(),
@@ -266,14 +308,22 @@ pub async fn run(
                 train::train(&mut dqn, &config, batch_rx, out, version)
             })
         };
-        let outcome = training.await.expect("training thread panicked");
+        // Every helper's end is looked at: a failed one is the learner's
+        // failure, never a clean stop.
+        let outcome = training
+            .await
+            .unwrap_or_else(|e| Err(LearnerError::task("training loop", e)));
         stop.cancel();
-        let _ = prefetcher.await;
-        let prioritized = prioritizer.await.expect("priority sender panicked");
+        let prefetched = prefetcher
+            .await
+            .map_err(|e| LearnerError::task("batch prefetch", e));
+        let prioritized = prioritizer
+            .await
+            .unwrap_or_else(|e| Err(LearnerError::task("priority sender", e)));
         if let Some(task) = summaries {
             let _ = task.await;
         }
-        outcome.and(prioritized)
+        outcome.and(prefetched).and(prioritized)
     }
     .await;
     stop.cancel();

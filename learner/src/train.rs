@@ -198,6 +198,7 @@ mod tests {
             cuda: false,
             max_updates: None,
             prefetch: 1,
+            input_workers: 1,
             beta_start: 0.4,
             beta_end: 1.0,
             beta_anneal_updates: 100,

@@ -25,6 +25,7 @@ fn batch() -> Batch {
         rewards: Tensor::from_slice(&[1.0f32, 0.0, 0.5, 1.0]),
         discounts: Tensor::from_slice(&[0.9f32, 0.0, 0.9, 0.9]),
         weights: Tensor::from_slice(&[1f32; 4]),
+        staging: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn recorded_batches() -> Vec<Batch> {
                 rewards: Tensor::from_slice(&rewards[range.clone()]),
                 discounts: Tensor::full([BATCH as i64], GAMMA_N as f64, (Kind::Float, Device::Cpu)),
                 weights: Tensor::linspace(0.2, 1.0, BATCH as i64, (Kind::Float, Device::Cpu)),
+                staging: None,
             }
         })
         .collect()

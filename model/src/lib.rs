@@ -213,18 +213,36 @@ pub fn load_weights(vs: &mut nn::VarStore, bytes: &[u8]) -> Result<(), tch::TchE
     vs.load_from_stream(std::io::Cursor::new(bytes))
 }
 
-/// CUDA when asked for and present, else the CPU.
-pub fn device(want_cuda: bool) -> Device {
-    if want_cuda && tch::Cuda::is_available() {
-        Device::Cuda(0)
-    } else {
-        Device::Cpu
+/// Why `--cuda` cannot be honoured; shared by the learner and `apex doctor`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("cuda was asked for but libtorch sees no usable GPU: check that nvidia-smi works with a driver for CUDA 13 (580 or newer), that the container runs with the NVIDIA runtime (docker --gpus all, the compose GPU override, Kubernetes' nvidia.com/gpu), and that this is the learner image (the actor image has no CUDA); `apex doctor --require-cuda` checks; to train on the CPU leave --cuda off (--cuda=false)")]
+pub struct CudaUnavailable;
+
+/// The training device: CUDA when asked for, else the CPU. A request for
+/// CUDA where none is usable is an error, never a silent CPU run: a GPU
+/// preset on a CPU makes about one update a second.
+pub fn device(want_cuda: bool) -> Result<Device, CudaUnavailable> {
+    match (want_cuda, tch::Cuda::is_available()) {
+        (false, _) => Ok(Device::Cpu),
+        (true, true) => Ok(Device::Cuda(0)),
+        (true, false) => Err(CudaUnavailable),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cuda_is_given_only_where_it_is_usable() {
+        assert_eq!(device(false), Ok(Device::Cpu));
+        let expected = if tch::Cuda::is_available() {
+            Ok(Device::Cuda(0))
+        } else {
+            Err(CudaUnavailable)
+        };
+        assert_eq!(device(true), expected);
+    }
 
     #[test]
     fn nature_cnn_shapes_and_parameter_count() {

@@ -36,53 +36,46 @@ pub enum SampleFramesError {
 
 /// `(obs, next_obs)`: each batch_size observations of the response's shape, concatenated.
 pub fn observations(r: &SampleResponse) -> Result<(Vec<u8>, Vec<u8>), SampleFramesError> {
-    let shape = r
-        .obs_shape
-        .as_ref()
-        .ok_or(SampleFramesError::NoShape)?
-        .dims();
-    let size = shape
-        .get(1..)
-        .and_then(|rest| rest.iter().try_fold(1usize, |a, &d| a.checked_mul(d)));
-    let size = match size {
-        Some(size)
-            if (2..=4).contains(&shape.len())
-                && !shape.contains(&0)
-                && shape[0] <= MAX_CHANNELS
-                && size <= MAX_FRAME_BYTES =>
-        {
-            size
-        }
-        _ => return Err(SampleFramesError::BadShape(shape)),
-    };
-    let codec = Codec::try_from(r.codec).map_err(|_| SampleFramesError::UnknownCodec(r.codec))?;
-    let channels = shape[0];
-    let n = r.ids.len();
-    // Cannot overflow: channels x size is at most 2^28, and n fits a message.
-    let bytes = n * channels * size;
-    if bytes > MAX_DECODED_BYTES {
-        return Err(SampleFramesError::TooLarge(bytes));
-    }
-    for (field, idx) in [("obs", &r.obs_frames), ("next_obs", &r.next_obs_frames)] {
-        if idx.len() != n * channels {
-            return Err(SampleFramesError::IndexCount {
-                field,
-                got: idx.len(),
-                n,
-                channels,
-            });
-        }
-        if let Some(&index) = idx.iter().find(|&&i| i as usize >= r.frames.len()) {
-            return Err(SampleFramesError::BadIndex {
-                index,
-                frames: r.frames.len(),
-            });
-        }
-    }
+    let layout = Layout::of(r)?;
+    let (mut obs, mut next) = (vec![0u8; layout.bytes()], vec![0u8; layout.bytes()]);
+    decode(r, &layout, &mut obs, &mut next)?;
+    Ok((obs, next))
+}
+
+/// The bytes of each of the response's two observation arrays, once its
+/// shape, codec and frame indices are checked.
+pub fn observation_bytes(r: &SampleResponse) -> Result<usize, SampleFramesError> {
+    Ok(Layout::of(r)?.bytes())
+}
+
+/// Decodes the observations into `obs` and `next` (each of
+/// [`observation_bytes`]), wherever the caller wants them: the learner's
+/// are the tensors it trains on, so no copy follows.
+pub fn observations_into(
+    r: &SampleResponse,
+    obs: &mut [u8],
+    next: &mut [u8],
+) -> Result<(), SampleFramesError> {
+    let layout = Layout::of(r)?;
+    let bytes = layout.bytes();
+    assert!(
+        obs.len() == bytes && next.len() == bytes,
+        "observation buffers of {} and {} bytes for {bytes}",
+        obs.len(),
+        next.len()
+    );
+    decode(r, &layout, obs, next)
+}
+
+fn decode(
+    r: &SampleResponse,
+    layout: &Layout,
+    obs: &mut [u8],
+    next: &mut [u8],
+) -> Result<(), SampleFramesError> {
+    let size = layout.size;
     // Each frame is decoded once, straight into its first place; its other
     // places copy from there (no intermediate buffer of decoded frames).
-    let mut obs = vec![0u8; n * channels * size];
-    let mut next = vec![0u8; n * channels * size];
     let mut first: Vec<Option<(bool, usize)>> = vec![None; r.frames.len()];
     let places = r
         .obs_frames
@@ -100,8 +93,10 @@ pub fn observations(r: &SampleResponse) -> Result<(Vec<u8>, Vec<u8>), SampleFram
         let at = k * size;
         match first[i] {
             None => {
-                let out = if in_next { &mut next } else { &mut obs };
-                codec.decode_into(i, &r.frames[i].data, &mut out[at..at + size])?;
+                let out = if in_next { &mut *next } else { &mut *obs };
+                layout
+                    .codec
+                    .decode_into(i, &r.frames[i].data, &mut out[at..at + size])?;
                 first[i] = Some((in_next, at));
             }
             Some((src_next, src)) => match (src_next, in_next) {
@@ -112,7 +107,74 @@ pub fn observations(r: &SampleResponse) -> Result<(Vec<u8>, Vec<u8>), SampleFram
             },
         }
     }
-    Ok((obs, next))
+    Ok(())
+}
+
+/// A response's checked observation layout.
+struct Layout {
+    codec: Codec,
+    /// Transitions times channels: frames per observation array.
+    places: usize,
+    /// Bytes of one frame.
+    size: usize,
+}
+
+impl Layout {
+    fn bytes(&self) -> usize {
+        self.places * self.size
+    }
+
+    fn of(r: &SampleResponse) -> Result<Layout, SampleFramesError> {
+        let shape = r
+            .obs_shape
+            .as_ref()
+            .ok_or(SampleFramesError::NoShape)?
+            .dims();
+        let size = shape
+            .get(1..)
+            .and_then(|rest| rest.iter().try_fold(1usize, |a, &d| a.checked_mul(d)));
+        let size = match size {
+            Some(size)
+                if (2..=4).contains(&shape.len())
+                    && !shape.contains(&0)
+                    && shape[0] <= MAX_CHANNELS
+                    && size <= MAX_FRAME_BYTES =>
+            {
+                size
+            }
+            _ => return Err(SampleFramesError::BadShape(shape)),
+        };
+        let codec =
+            Codec::try_from(r.codec).map_err(|_| SampleFramesError::UnknownCodec(r.codec))?;
+        let channels = shape[0];
+        let n = r.ids.len();
+        // Cannot overflow: channels x size is at most 2^28, and n fits a message.
+        let bytes = n * channels * size;
+        if bytes > MAX_DECODED_BYTES {
+            return Err(SampleFramesError::TooLarge(bytes));
+        }
+        for (field, idx) in [("obs", &r.obs_frames), ("next_obs", &r.next_obs_frames)] {
+            if idx.len() != n * channels {
+                return Err(SampleFramesError::IndexCount {
+                    field,
+                    got: idx.len(),
+                    n,
+                    channels,
+                });
+            }
+            if let Some(&index) = idx.iter().find(|&&i| i as usize >= r.frames.len()) {
+                return Err(SampleFramesError::BadIndex {
+                    index,
+                    frames: r.frames.len(),
+                });
+            }
+        }
+        Ok(Layout {
+            codec,
+            places: n * channels,
+            size,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ pub(super) fn learner_config(
     replay_addr: String,
     run_dir: Option<PathBuf>,
 ) -> Result<LearnerConfig> {
+    let device = apex_model::device(t.cuda)?;
     let spec = game.spec();
     let (obs_shape, num_actions) = spec.probe()?;
     Ok(LearnerConfig {
@@ -85,6 +86,10 @@ pub(super) fn learner_config(
         cuda: t.cuda,
         max_updates: t.max_updates,
         prefetch: 2,
+        input_workers: t.input_workers.map_or_else(
+            || apex_learner::default_input_workers(device),
+            |w| w as usize,
+        ),
         beta_start: t.beta_start,
         beta_end: t.beta_end,
         beta_anneal_updates: t.beta_anneal_updates,

@@ -61,6 +61,8 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     anyhow::ensure!(actors > 0, "--actors must be at least 1");
     a.act.check()?;
     a.eval.check()?;
+    // --cuda without a GPU stops here, before anything starts.
+    apex_model::device(a.train.cuda)?;
     let spec = a.game.spec();
     // A missing ROM fails here, before anything starts.
     let (obs_shape, num_actions) = spec.probe()?;

@@ -151,6 +151,7 @@ pub struct LearnerArgs {
 
 #[cfg(feature = "torch")]
 pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
+    apex_model::device(a.train.cuda)?;
     serve_metrics(a.metrics_addr)?;
     let resolved = Resolved {
         game: &a.game,

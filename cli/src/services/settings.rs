@@ -13,6 +13,18 @@ use crate::env_cmd::{GameArgs, OnOff};
 #[cfg(feature = "torch")]
 use crate::evaluate::EvalArgs;
 
+/// An on/off value, read the same from a flag, an `APEX_*` variable and a
+/// preset: `APEX_CUDA=1` must mean what `--cuda` means.
+pub fn parse_switch(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" | "y" => Ok(true),
+        "0" | "false" | "off" | "no" | "n" => Ok(false),
+        _ => Err(format!(
+            "'{value}' is neither on nor off: use true/false, on/off, yes/no or 1/0"
+        )),
+    }
+}
+
 /// Replay storage settings ([replay] in a preset).
 #[derive(Args, Clone, Serialize)]
 pub struct StoreArgs {
@@ -90,9 +102,24 @@ pub struct TrainArgs {
     /// Stop after this many updates.
     #[arg(long, env = "APEX_MAX_UPDATES")]
     pub max_updates: Option<u64>,
-    /// Train on CUDA when available.
-    #[arg(long, env = "APEX_CUDA")]
+    /// Train on CUDA (--cuda, --cuda=on); without a usable GPU apex stops
+    /// at start rather than train on the CPU. --cuda=false runs a GPU
+    /// preset on the CPU.
+    #[arg(
+        long,
+        env = "APEX_CUDA",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = parse_switch
+    )]
     pub cuda: bool,
+    /// Sample calls in flight, each decoded on its own thread [default: one
+    /// per core with --cuda (up to 8), else 1].
+    #[arg(long, env = "APEX_INPUT_WORKERS", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub input_workers: Option<u64>,
 }
 
 /// Actor settings ([actor] in a preset).
