@@ -27,6 +27,10 @@ pub enum BenchCommand {
     /// DQN updates/s of the learner (dueling Nature CNN, batches decoded from
     /// compressed frames) for each batch size, thread count and optimizer.
     Learner(crate::bench_learner::LearnerBenchArgs),
+    /// Batches/s the learner's input pipeline (Sample calls, decoding, the
+    /// upload) delivers from a replay server with no training, for each
+    /// count of input workers.
+    LearnerInput(crate::bench_input::InputBenchArgs),
 }
 
 #[derive(Args)]
@@ -77,6 +81,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Actor(a) => tokio::runtime::Runtime::new()?.block_on(actor(a)),
         BenchCommand::Replay(a) => replay(a),
         BenchCommand::Learner(a) => crate::bench_learner::run(a),
+        BenchCommand::LearnerInput(a) => {
+            tokio::runtime::Runtime::new()?.block_on(crate::bench_input::run(a))
+        }
         BenchCommand::ReplayService(a) => {
             tokio::runtime::Runtime::new()?.block_on(crate::replay_load::run(a))
         }
@@ -162,7 +169,7 @@ async fn actor(a: ActorBenchArgs) -> Result<()> {
                 .max_encoding_message_size(apex_proto::MAX_MESSAGE_BYTES),
             )
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(params_listener),
+                apex_proto::transport::incoming(params_listener),
                 shutdown.clone().cancelled_owned(),
             ),
     );

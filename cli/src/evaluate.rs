@@ -116,17 +116,13 @@ pub fn net_config(spec: &EnvSpec, dueling: bool) -> Result<QNetConfig> {
 /// A checkpoint as a policy for `spec`'s game; dueling or not is read from
 /// the checkpoint's variable names.
 pub fn load_checkpoint(path: &Path, spec: &EnvSpec) -> Result<PolicyNet> {
-    let bytes = std::fs::read(path).with_context(|| {
-        format!(
-            "cannot read checkpoint {}: give the checkpoint.ot of a run folder",
-            path.display()
-        )
-    })?;
-    let names = tch::Tensor::load_multi_from_stream(std::io::Cursor::new(&bytes))
-        .with_context(|| format!("{} is not an apex checkpoint", path.display()))?;
-    let dueling = names.iter().any(|(n, _)| n.starts_with("value."));
+    let checkpoint = crate::export::read_checkpoint(path)?;
+    let dueling = checkpoint
+        .tensors
+        .iter()
+        .any(|(n, _)| n.starts_with("value."));
     let net = net_config(spec, dueling)?;
-    PolicyNet::from_weights(net, &bytes, 0).with_context(|| {
+    PolicyNet::from_weights(net, &checkpoint.bytes, 0).with_context(|| {
         format!(
             "checkpoint {} does not fit {}'s network: evaluate it with the game it was trained on (--game)",
             path.display(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -36,29 +36,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
 
 /// Writes the online network's tensors of `checkpoint` to `out`; returns how many.
 pub fn export(checkpoint: &Path, out: &Path) -> Result<usize> {
-    let bytes = std::fs::read(checkpoint).with_context(|| {
-        format!(
-            "cannot read checkpoint {}: give the checkpoint.ot of a run folder",
-            checkpoint.display()
-        )
-    })?;
-    // A checkpoint saved on a GPU still exports on a machine without one.
-    let tensors = Tensor::load_multi_from_stream_with_device(std::io::Cursor::new(&bytes), Device::Cpu)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{} is not an apex checkpoint ({}): give the checkpoint.ot that apex local or apex learner wrote",
-                checkpoint.display(),
-                first_line(&e.to_string())
-            )
-        })?;
-    if tensors.is_empty() {
-        bail!(
-            "{} holds no tensors: give the checkpoint.ot that apex local or apex learner wrote",
-            checkpoint.display()
-        );
-    }
     // safetensors stores plain dense buffers; the training state stays behind.
-    let tensors: Vec<(String, Tensor)> = tensors
+    let tensors: Vec<(String, Tensor)> = read_checkpoint(checkpoint)?
+        .tensors
         .into_iter()
         .filter(|(name, _)| apex_learner::checkpoint::is_online_weight(name))
         .map(|(name, t)| (name, t.detach().contiguous()))
@@ -71,6 +51,37 @@ pub fn export(checkpoint: &Path, out: &Path) -> Result<usize> {
         )
     })?;
     Ok(tensors.len())
+}
+
+/// A checkpoint file as `apex export`, `apex eval` and `apex play` read it.
+pub struct Checkpoint {
+    pub bytes: Vec<u8>,
+    /// Its named tensors, on the CPU whichever device wrote them.
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+/// Reads `path` as a checkpoint; a file that is not one is a clear error.
+pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read checkpoint {}: give the checkpoint.ot of a run folder",
+            path.display()
+        )
+    })?;
+    let tensors = apex_learner::checkpoint::read_tensors(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not an apex checkpoint ({}): give the checkpoint.ot that apex local or apex learner wrote",
+            path.display(),
+            first_line(&e.to_string())
+        )
+    })?;
+    if tensors.is_empty() {
+        bail!(
+            "{} holds no tensors: give the checkpoint.ot that apex local or apex learner wrote",
+            path.display()
+        );
+    }
+    Ok(Checkpoint { bytes, tensors })
 }
 
 /// libtorch's messages run on with advice and a C++ backtrace: keep the

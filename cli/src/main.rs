@@ -5,6 +5,8 @@
 #[cfg(feature = "torch")]
 mod bench;
 #[cfg(feature = "torch")]
+mod bench_input;
+#[cfg(feature = "torch")]
 mod bench_learner;
 #[cfg(feature = "torch")]
 mod doctor;

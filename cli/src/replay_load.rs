@@ -37,7 +37,7 @@ const STACK: usize = 4;
 const N_STEP: usize = 3;
 const SEND_BATCH: usize = 64;
 const IN_FLIGHT: usize = 4;
-const NUM_ACTIONS: u32 = 4;
+pub(crate) const NUM_ACTIONS: u32 = 4;
 
 #[derive(Args)]
 pub struct ReplayServiceBenchArgs {
@@ -128,13 +128,13 @@ impl ServerProcess {
 
 /// Recorded frames as the stacked observations an actor would see at each
 /// step (built once, so writers spend no time copying).
-struct Frames {
+pub(crate) struct Frames {
     stacks: Vec<Bytes>,
     side: usize,
 }
 
 impl Frames {
-    fn load(path: &PathBuf, noise: bool) -> Result<Self> {
+    pub(crate) fn load(path: &PathBuf, noise: bool) -> Result<Self> {
         let file = std::fs::File::open(path).with_context(|| {
             format!(
                 "cannot open {}: record one with `apex env record`",
@@ -170,7 +170,7 @@ impl Frames {
         })
     }
 
-    fn shape(&self) -> [usize; 3] {
+    pub(crate) fn shape(&self) -> [usize; 3] {
         let size = self.stacks[0].len() / STACK;
         [STACK, self.side, size / self.side]
     }
@@ -182,7 +182,7 @@ impl Frames {
 
 /// Figures shared by the tasks of one measurement.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     inserted: AtomicU64,
     sampled: AtomicU64,
     /// Encoded sample responses, and how many.
@@ -193,7 +193,7 @@ struct Tally {
 }
 
 /// When a writer stops sending.
-enum Until {
+pub(crate) enum Until {
     /// When the measurement ends (`Tally::stop`).
     Stopped,
     /// After this many transitions.
@@ -206,7 +206,7 @@ enum Until {
 /// One actor-like insert stream: steps through the recording from `offset`.
 /// Returns its stream identity and how many transitions the server
 /// acknowledged on it, to be reconciled with the server's own count.
-async fn writer(
+pub(crate) async fn writer(
     mut client: ReplayClient<Channel>,
     frames: Arc<Frames>,
     codec: apex_proto::v1::Codec,

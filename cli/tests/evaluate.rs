@@ -6,66 +6,62 @@ use std::path::Path;
 
 mod common;
 
-use common::{apex, ok, python_rows};
+use common::{apex, eval_catch, local_catch, ok, play_catch, python_rows};
 
 /// Trains Catch (50,000 agent steps over 2 actors x 4 environments, as the
 /// pipeline's learning test), evaluating greedily every 2 seconds.
 fn train_catch(run: &Path) {
-    let o = apex(&[
-        "local",
-        "--game",
-        "catch",
-        "--run-dir",
-        run.to_str().unwrap(),
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--log-every",
-        "1",
-        "--actors",
-        "2",
-        "--envs",
-        "4",
-        "--epsilon-alpha",
-        "2",
-        "--max-env-steps",
-        "25000",
-        "--min-size",
-        "500",
-        "--capacity",
-        "50000",
-        "--batch-size",
-        "64",
-        "--samples-per-insert",
-        "8",
-        "--error-buffer",
-        "2000",
-        "--learning-rate",
-        "0.001",
-        "--optimizer-eps",
-        "1e-8",
-        "--target-update-every",
-        "200",
-        "--beta-end",
-        "1.0",
-        "--beta-anneal-updates",
-        "6000",
-        "--publish-every",
-        "10",
-        "--weights-refresh-steps",
-        "10",
-        "--send-batch",
-        "32",
-        "--frame-codec",
-        "zstd",
-        "--eval-episodes",
-        "50",
-        "--eval-epsilon",
-        "0",
-        "--eval-every-secs",
-        "2",
-        "--eval-budget",
-        "1",
-    ]);
+    let o = local_catch(
+        run,
+        &[
+            "--log-every",
+            "1",
+            "--actors",
+            "2",
+            "--envs",
+            "4",
+            "--epsilon-alpha",
+            "2",
+            "--max-env-steps",
+            "25000",
+            "--min-size",
+            "500",
+            "--capacity",
+            "50000",
+            "--batch-size",
+            "64",
+            "--samples-per-insert",
+            "8",
+            "--error-buffer",
+            "2000",
+            "--learning-rate",
+            "0.001",
+            "--optimizer-eps",
+            "1e-8",
+            "--target-update-every",
+            "200",
+            "--beta-end",
+            "1.0",
+            "--beta-anneal-updates",
+            "6000",
+            "--publish-every",
+            "10",
+            "--weights-refresh-steps",
+            "10",
+            "--send-batch",
+            "32",
+            "--frame-codec",
+            "zstd",
+            "--eval-episodes",
+            "50",
+            "--eval-epsilon",
+            "0",
+            "--eval-every-secs",
+            "2",
+            "--eval-budget",
+            "1",
+        ],
+    );
     ok(&o);
 }
 
@@ -121,17 +117,7 @@ fn the_evaluator_scores_a_trained_catch_agent_and_the_run_folder_reads_back() {
 
     // The offline evaluator on the final checkpoint: greedy, 500 games.
     let checkpoint = run.join("checkpoint.ot");
-    let out = ok(&apex(&[
-        "eval",
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-        "--game",
-        "catch",
-        "--epsilon",
-        "0",
-        "--episodes",
-        "500",
-    ]));
+    let out = ok(&eval_catch(&checkpoint, 500));
     assert!(out.contains("under v4, 500 games, epsilon 0"), "{out}");
     let mean: f64 = out
         .split("mean ")
@@ -187,17 +173,7 @@ fn the_evaluator_scores_a_trained_catch_agent_and_the_run_folder_reads_back() {
 
     // Watching it play: 3 games of 9 steps, 10 screens each, 16 pixels a cell.
     let gif = dir.path().join("catch.gif");
-    let out = ok(&apex(&[
-        "play",
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-        "--game",
-        "catch",
-        "--gif",
-        gif.to_str().unwrap(),
-        "--episodes",
-        "3",
-    ]));
+    let out = ok(&play_catch(&checkpoint, &gif, 3));
     assert!(out.contains("30 screens"), "{out}");
     assert_eq!(gif_frames(&gif), (30, 80, 160));
 }

@@ -128,7 +128,14 @@ fn the_default_preset_fits_a_cpu_and_the_gpu_preset_runs_on_it_when_told() {
 #[test]
 fn asking_for_cuda_without_a_gpu_stops_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let asks: [(&str, Option<&str>, &[(&str, &str)], &[&str]); 5] = [
+    /// What is asked, the preset named, variables, flags.
+    type Ask<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+    );
+    let asks: [Ask; 5] = [
         ("flag", None, &[], &["--cuda"]),
         ("flag=on", None, &[], &["--cuda=on"]),
         ("variable 1", None, &[("APEX_CUDA", "1")], &[]),

@@ -73,15 +73,24 @@ pub struct Resumed {
     pub optimizer: bool,
 }
 
-/// Writes the whole state of `dqn` to `dir/checkpoint.ot` durably, keeping
-/// the one it replaces as `checkpoint.prev.ot`; `version` is the last
-/// weights version published.
 /// Whether a tensor of a checkpoint is one of the online network's weights
 /// (the rest is training state: target network, optimizer, meta).
 pub fn is_online_weight(name: &str) -> bool {
     name != META && !name.starts_with(TARGET) && !name.starts_with(OPTIMIZER)
 }
 
+/// The named tensors of a checkpoint file's bytes, always on the CPU: each
+/// tensor records the device it was saved from (`cuda:0` for a GPU
+/// learner's), and loading to that device fails where it is missing (the
+/// actor image, a laptop). Every reader of checkpoints goes through here;
+/// the learner copies what it restores onto its own device.
+pub fn read_tensors(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, tch::TchError> {
+    Tensor::load_multi_from_stream_with_device(Cursor::new(bytes), Device::Cpu)
+}
+
+/// Writes the whole state of `dqn` to `dir/checkpoint.ot` durably, keeping
+/// the one it replaces as `checkpoint.prev.ot`; `version` is the last
+/// weights version published.
 pub fn save(dir: &Path, dqn: &Dqn, version: u64) -> Result<PathBuf, CheckpointError> {
     if !dqn.is_finite() {
         return Err(CheckpointError::NonFinite {
@@ -148,12 +157,10 @@ pub fn load(path: &Path, dqn: &mut Dqn) -> Result<Resumed, CheckpointError> {
         path: path.to_owned(),
         source,
     })?;
-    // A checkpoint saved on a GPU still loads on a machine without one.
-    let tensors: HashMap<String, Tensor> =
-        Tensor::load_multi_from_stream_with_device(Cursor::new(bytes), Device::Cpu)
-            .map_err(|e| damaged(first_line(&e)))?
-            .into_iter()
-            .collect();
+    let tensors: HashMap<String, Tensor> = read_tensors(&bytes)
+        .map_err(|e| damaged(first_line(&e)))?
+        .into_iter()
+        .collect();
     let Some(meta) = tensors.get(META) else {
         return load_weights_only(path, &tensors, dqn);
     };
@@ -369,6 +376,10 @@ mod tests {
     use crate::dqn::DqnConfig;
 
     fn dqn(actions: usize, dueling: bool) -> Dqn {
+        dqn_on(Device::Cpu, actions, dueling)
+    }
+
+    fn dqn_on(device: Device, actions: usize, dueling: bool) -> Dqn {
         let _rng = crate::test_rng::seeded(actions as i64);
         let net = QNetConfig::new(Arch::Mlp { hidden: 8 }, &[1, 2, 2], actions, dueling);
         let config = DqnConfig {
@@ -378,7 +389,7 @@ mod tests {
             target_update_every: 100,
             double: true,
         };
-        Dqn::new(net, config, Device::Cpu).unwrap()
+        Dqn::new(net, config, device).unwrap()
     }
 
     #[test]
@@ -460,5 +471,60 @@ mod tests {
         Tensor::save_multi(&tensors, dir.path().join(FILE)).unwrap();
         let err = load(&dir.path().join(FILE), &mut dqn(3, true)).unwrap_err();
         assert!(matches!(err, CheckpointError::Damaged { .. }), "{err}");
+    }
+
+    /// Whether every tensor of `a` equals its namesake in `b`, wherever each lives.
+    fn same(a: &state::NamedTensors, b: &state::NamedTensors) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|((n, x), (m, y))| {
+                n == m && x.to_device(Device::Cpu).equal(&y.to_device(Device::Cpu))
+            })
+    }
+
+    /// The file is read on the CPU whichever device wrote it, and restored
+    /// onto the learner's own device. (That a `cuda:0` file reads without a
+    /// GPU is tested everywhere by the cli's tests/cuda_checkpoint.rs.)
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn a_checkpoint_moves_between_a_cuda_learner_and_a_cpu_one() {
+        assert!(
+            tch::Cuda::is_available(),
+            "this test needs a CUDA device: run it where nvidia-smi works"
+        );
+        let cuda = Device::Cuda(0);
+        for (from, into) in [(cuda, Device::Cpu), (Device::Cpu, cuda)] {
+            let dir = tempfile::tempdir().unwrap();
+            let saved = dqn_on(from, 3, true);
+            let mut restored = dqn_on(into, 3, true);
+            tch::no_grad(|| {
+                for (_, t) in restored.online_state() {
+                    let _ = t.shallow_clone().zero_();
+                }
+            });
+            assert!(!same(&saved.online_state(), &restored.online_state()));
+            save(dir.path(), &saved, 5).unwrap();
+            let bytes = std::fs::read(dir.path().join(FILE)).unwrap();
+            // Read as it is, each weight goes back to the device that wrote it.
+            let raw = Tensor::load_multi_from_stream(Cursor::new(&bytes)).unwrap();
+            assert!(raw
+                .iter()
+                .filter(|(n, _)| is_online_weight(n))
+                .all(|(_, t)| t.device() == from));
+            let read = read_tensors(&bytes).unwrap();
+            assert!(read.iter().all(|(_, t)| t.device() == Device::Cpu));
+
+            let r = load(&dir.path().join(FILE), &mut restored).unwrap();
+            assert_eq!((r.version, r.optimizer), (5, true));
+            assert!(same(&saved.online_state(), &restored.online_state()));
+            assert!(same(&saved.target_state(), &restored.target_state()));
+            assert!(same(&saved.optimizer_state(), &restored.optimizer_state()));
+            for (name, t) in restored
+                .online_state()
+                .iter()
+                .chain(&restored.target_state())
+            {
+                assert_eq!(t.device(), into, "{name} left the learner's device");
+            }
+        }
     }
 }

@@ -37,7 +37,6 @@ use apex_proto::MAX_MESSAGE_BYTES;
 use apex_telemetry::tensorboard::SummaryWriter;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::CheckpointError;
@@ -249,7 +248,7 @@ pub async fn run(
                 .add_service(health_service)
                 .add_service(service)
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
+                    apex_proto::transport::incoming(listener),
                     stop.cancelled_owned(),
                 ),
         )

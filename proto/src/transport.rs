@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
 use tonic::Code;
 
@@ -18,6 +20,17 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// HTTP/2 streams open at once on one connection, at most.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Connections accepted on `listener` with Nagle's algorithm off and TCP
+/// keepalives on (a server fed its own listener gets neither from
+/// [`server`]'s settings). With Nagle on, a lone call in flight, such as
+/// a learner's Sample with one input worker, waited on the peer's delayed
+/// ACK for every answer: 20 ms a batch (BENCHMARKS.md, input pipeline).
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE))
+}
 
 /// A deadline for unary calls that should answer promptly (a Sample call
 /// waits on the rate limiter for up to the server's sample timeout first).

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use apex_proto::v1::replay_server::ReplayServer;
 use apex_proto::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::checkpoint::CheckpointError;
 use crate::limiter::{RateLimit, RateLimiter};
@@ -426,7 +425,7 @@ impl Replay {
         let server = apex_proto::transport::server()
             .add_service(health_service)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(apex_proto::transport::incoming(listener), async {
                 let _ = stop_rx.await;
             });
         tokio::pin!(server);

@@ -16,6 +16,50 @@ pub fn apex<S: AsRef<OsStr>>(args: &[S]) -> Output {
         .unwrap()
 }
 
+/// `apex local` on Catch with its run folder `run` and the flags `extra`.
+pub fn local_catch(run: &Path, extra: &[&str]) -> Output {
+    let base = [
+        "local",
+        "--game",
+        "catch",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    apex(&[&base, extra].concat())
+}
+
+/// `apex eval` of a checkpoint on Catch: `games` greedy games (epsilon 0).
+pub fn eval_catch(checkpoint: &Path, games: usize) -> Output {
+    apex(&[
+        "eval",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--game",
+        "catch",
+        "--epsilon",
+        "0",
+        "--episodes",
+        &games.to_string(),
+    ])
+}
+
+/// `apex play` of a checkpoint on Catch: `games` games into `gif`.
+pub fn play_catch(checkpoint: &Path, gif: &Path, games: usize) -> Output {
+    apex(&[
+        "play",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--game",
+        "catch",
+        "--gif",
+        gif.to_str().unwrap(),
+        "--episodes",
+        &games.to_string(),
+    ])
+}
+
 /// The command's stdout, after checking that it succeeded.
 pub fn ok(o: &Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
