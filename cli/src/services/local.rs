@@ -51,8 +51,29 @@ pub struct LocalArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 10)]
     log_every: u64,
-    #[arg(long, env = "APEX_METRICS_ADDR", default_value = "127.0.0.1:9100")]
+    /// Where Prometheus scrapes this process [default: 127.0.0.1:9100, or
+    /// the next free port up to 9199 when another apex holds it].
+    #[arg(long, env = "APEX_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+}
+
+/// The ports `apex local` tries for its metrics, first to last: a second
+/// run on the same machine takes the next one instead of failing.
+const DEFAULT_METRICS_PORTS: std::ops::RangeInclusive<u16> = 9100..=9199;
+
+/// The first loopback address on `ports` free now. Another process may take
+/// it before the exporter binds it; the exporter then fails with its address.
+fn free_metrics_addr(ports: std::ops::RangeInclusive<u16>) -> Result<SocketAddr> {
+    let (first, last) = (*ports.start(), *ports.end());
+    ports
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .find(|addr| std::net::TcpListener::bind(addr).is_ok())
+        .with_context(|| {
+            format!(
+                "no free metrics port on 127.0.0.1 from {first} to {last}: stop another apex \
+                 or give --metrics-addr 127.0.0.1:0"
+            )
+        })
 }
 
 /// Everything in this process, wired over loopback gRPC.
@@ -68,7 +89,11 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let (obs_shape, num_actions) = spec.probe()?;
     // Its own secret: only programs given run_dir/token may talk to its services.
     let token = Token::generate();
-    serve_metrics(a.metrics_addr)?;
+    let metrics_addr = match a.metrics_addr {
+        Some(addr) => addr,
+        None => free_metrics_addr(DEFAULT_METRICS_PORTS)?,
+    };
+    serve_metrics(Some(metrics_addr))?;
     let run_dir = a.run_dir.clone().unwrap_or_else(|| {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -195,12 +220,11 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         });
     }
     println!(
-        "apex local: {} ({} actors x {} envs), replay {replay_addr}, learner {learner_addr}, run dir {}{}",
+        "apex local: {} ({} actors x {} envs), replay {replay_addr}, learner {learner_addr}, run dir {}, metrics http://{metrics_addr}/metrics",
         spec.name(),
         actors,
         a.act.envs,
         run_dir.display(),
-        a.metrics_addr.map(|m| format!(", metrics http://{m}/metrics")).unwrap_or_default()
     );
     let progress = tokio::spawn(
         Reporter {
@@ -250,4 +274,26 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         run_dir.join("checkpoint.ot").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_metrics_port_gives_way_to_the_next_free_one() {
+        // Two ports in a row, the first held as another apex would hold it.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let Some(next) = port.checked_add(1) else {
+            return;
+        };
+        let free_next = std::net::TcpListener::bind(("127.0.0.1", next)).is_ok();
+        let found = free_metrics_addr(port..=next);
+        if free_next {
+            assert_eq!(found.unwrap().port(), next);
+        }
+        let e = free_metrics_addr(port..=port).unwrap_err();
+        assert!(e.to_string().contains("--metrics-addr"), "{e}");
+    }
 }
