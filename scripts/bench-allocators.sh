@@ -34,10 +34,7 @@ if [ -z "$apex" ]; then
   cargo build --release --quiet -p apex
   apex=target/release/apex
 fi
-frames=runs/bench-frames/obs.npy
-if [ ! -f "$frames" ]; then
-  "$apex" env record --game breakout --steps 3000 --out runs/bench-frames >/dev/null
-fi
+frames=$(scripts/bench-frames.sh "$apex")
 
 # name|server binary|NAME=VALUE for the server (none, one or two)
 contenders=()

@@ -16,10 +16,7 @@ workers=${4:-1,2}
 before=${5:-}
 scripts/setup.sh
 cargo build --release --quiet -p apex
-frames=runs/bench-frames/obs.npy
-if [ ! -f "$frames" ]; then
-  target/release/apex env record --game breakout --steps 3000 --out runs/bench-frames >/dev/null
-fi
+frames=$(scripts/bench-frames.sh)
 log=$(mktemp)
 for r in $(seq "$rounds"); do
   echo "round $r/$rounds" >&2

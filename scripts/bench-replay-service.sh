@@ -15,10 +15,7 @@ seconds=${2:-10}
 scripts/setup.sh
 scripts/bench-reverb-setup.sh
 cargo build --release --quiet -p apex
-frames=runs/bench-frames/obs.npy
-if [ ! -f "$frames" ]; then
-  target/release/apex env record --game breakout --steps 3000 --out runs/bench-frames >/dev/null
-fi
+frames=$(scripts/bench-frames.sh)
 log=$(mktemp)
 for r in $(seq "$rounds"); do
   echo "round $r/$rounds" >&2

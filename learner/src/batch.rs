@@ -72,8 +72,6 @@ impl Batch {
         if let Some(&action) = r.actions.iter().find(|&&a| a as usize >= actions) {
             return Err(BatchError::Action { action, actions });
         }
-        // Checked before anything is allocated for it.
-        sample_frames::observation_bytes(&r)?;
         let mut shape = vec![n as i64];
         shape.extend(obs_shape.iter().map(|&d| d as i64));
         let (obs, next_obs, staging) = to.observations(&shape, |obs, next| {

@@ -55,10 +55,6 @@ impl Uploader {
         }
     }
 
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
     /// `(obs, next_obs)` of `shape` on the training device, filled by
     /// `decode` with the two host arrays to write, and the hold on their
     /// pinned buffers (CUDA only).
@@ -72,14 +68,16 @@ impl Uploader {
             decode(bytes_mut(&mut obs), bytes_mut(&mut next))?;
             return Ok((obs, next, None));
         }
-        let mut pinned = self.lease(shape);
+        // Held from the start, so a batch that fails to decode gives its
+        // buffers back too.
+        let mut staging = Staging {
+            buffers: Some(self.lease(shape)),
+            pool: self.free.clone(),
+        };
+        let pinned = staging.buffers.as_mut().expect("just leased");
         decode(bytes_mut(&mut pinned.obs), bytes_mut(&mut pinned.next_obs))?;
         let to_device = |t: &Tensor| t.to_device_(self.device, Kind::Uint8, true, false);
         let (obs, next) = (to_device(&pinned.obs), to_device(&pinned.next_obs));
-        let staging = Staging {
-            buffers: Some(pinned),
-            pool: self.free.clone(),
-        };
         Ok((obs, next, Some(staging)))
     }
 

@@ -42,15 +42,9 @@ pub fn observations(r: &SampleResponse) -> Result<(Vec<u8>, Vec<u8>), SampleFram
     Ok((obs, next))
 }
 
-/// The bytes of each of the response's two observation arrays, once its
-/// shape, codec and frame indices are checked.
-pub fn observation_bytes(r: &SampleResponse) -> Result<usize, SampleFramesError> {
-    Ok(Layout::of(r)?.bytes())
-}
-
-/// Decodes the observations into `obs` and `next` (each of
-/// [`observation_bytes`]), wherever the caller wants them: the learner's
-/// are the tensors it trains on, so no copy follows.
+/// Decodes the observations into `obs` and `next` (each batch_size
+/// observations of the response's shape), wherever the caller wants them:
+/// the learner's are the tensors it trains on, so no copy follows.
 pub fn observations_into(
     r: &SampleResponse,
     obs: &mut [u8],
