@@ -67,6 +67,7 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
         dqn: DqnConfig {
             optimizer: Optimizer::Adam { eps: 1e-8 },
             learning_rate: 1e-3,
+            learning_rate_decay: None,
             max_grad_norm: 40.0,
             target_update_every: 200,
             double: true,

@@ -117,6 +117,7 @@ async fn measure(
         dqn: apex_learner::dqn::DqnConfig {
             optimizer: apex_learner::dqn::Optimizer::Adam { eps: 1.5e-4 },
             learning_rate: 1e-4,
+            learning_rate_decay: None,
             max_grad_norm: 40.0,
             target_update_every: 250,
             double: true,

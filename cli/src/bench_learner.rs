@@ -98,6 +98,7 @@ fn dqn_config(optimizer: OptimizerName) -> DqnConfig {
     DqnConfig {
         optimizer,
         learning_rate,
+        learning_rate_decay: None,
         max_grad_norm: 40.0,
         target_update_every: 2_500,
         double: true,

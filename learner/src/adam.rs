@@ -42,6 +42,11 @@ impl Adam {
         }
     }
 
+    /// The learning rate of the steps that follow (a schedule's).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
     /// One update from the gradients the variables hold. The operations and
     /// their order are those of `m = b1 m + (1 - b1) g`, `v = b2 v + (1 - b2) g^2`,
     /// `w -= lr / bias1 * m / (sqrt(v) / sqrt(bias2) + eps)` on both paths: in

@@ -385,6 +385,7 @@ mod tests {
         let config = DqnConfig {
             optimizer: Optimizer::Adam { eps: 1e-8 },
             learning_rate: 1e-3,
+            learning_rate_decay: None,
             max_grad_norm: 10.0,
             target_update_every: 100,
             double: true,

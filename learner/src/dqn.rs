@@ -19,6 +19,8 @@ use crate::state::{self, NamedTensors, StateError};
 pub struct DqnConfig {
     pub optimizer: Optimizer,
     pub learning_rate: f64,
+    /// None: the learning rate stays at `learning_rate`.
+    pub learning_rate_decay: Option<LrDecay>,
     pub max_grad_norm: f64,
     /// Updates between copies of the online network into the target network.
     pub target_update_every: u64,
@@ -26,6 +28,29 @@ pub struct DqnConfig {
     /// target network values it); off: the target network's max, as in the
     /// Nature DQN.
     pub double: bool,
+}
+
+/// A learning rate that falls linearly from the start's to `end` over the
+/// first `over_updates` updates, then holds: a large rate learns fast early
+/// and keeps the weights moving by as much late in training, when the
+/// targets change less (RESULTS.md, "screening the recipe").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrDecay {
+    pub end: f64,
+    pub over_updates: u64,
+}
+
+impl DqnConfig {
+    /// The learning rate of the update that follows `updates` updates.
+    pub fn learning_rate_at(&self, updates: u64) -> f64 {
+        match self.learning_rate_decay {
+            None => self.learning_rate,
+            Some(d) => {
+                let done = (updates as f64 / d.over_updates.max(1) as f64).min(1.0);
+                self.learning_rate + (d.end - self.learning_rate) * done
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -192,9 +217,16 @@ impl Dqn {
             });
         }
         scale_to_norm(&self.vars, grad_norm, self.config.max_grad_norm);
+        let lr = self.config.learning_rate_at(self.updates);
         match &mut self.optimizer {
-            Stepper::Adam(o) => o.step(),
-            Stepper::TfRmsProp(o) => o.step(),
+            Stepper::Adam(o) => {
+                o.set_lr(lr);
+                o.step()
+            }
+            Stepper::TfRmsProp(o) => {
+                o.set_lr(lr);
+                o.step()
+            }
         }
         self.updates += 1;
         if self.updates.is_multiple_of(self.config.target_update_every) {
@@ -299,6 +331,7 @@ mod tests {
         DqnConfig {
             optimizer: Optimizer::Adam { eps: 1e-8 },
             learning_rate: 1e-2,
+            learning_rate_decay: None,
             max_grad_norm: 10.0,
             target_update_every: 1,
             double: true,
@@ -307,6 +340,60 @@ mod tests {
 
     fn batch(reward: f32, discount: f32) -> Batch {
         crate::batch::tiny_batch([1; 4], reward, discount)
+    }
+
+    #[test]
+    fn the_learning_rate_falls_linearly_then_holds() {
+        let decaying = DqnConfig {
+            learning_rate: 1e-3,
+            learning_rate_decay: Some(LrDecay {
+                end: 1e-4,
+                over_updates: 100,
+            }),
+            ..config()
+        };
+        let at = |u| decaying.learning_rate_at(u);
+        assert!((at(0) - 1e-3).abs() < 1e-12);
+        assert!((at(50) - 5.5e-4).abs() < 1e-12);
+        assert!((at(100) - 1e-4).abs() < 1e-12);
+        assert!((at(10_000) - 1e-4).abs() < 1e-12);
+        assert_eq!(config().learning_rate_at(10_000), 1e-2);
+    }
+
+    #[test]
+    fn updates_step_with_the_scheduled_rate() {
+        for optimizer in [
+            Optimizer::Adam { eps: 1e-8 },
+            Optimizer::CentredRmsProp {
+                decay: 0.95,
+                eps: 0.01,
+            },
+        ] {
+            // Down to 0 after the first update: the second changes nothing.
+            let config = DqnConfig {
+                optimizer,
+                learning_rate_decay: Some(LrDecay {
+                    end: 0.0,
+                    over_updates: 1,
+                }),
+                ..config()
+            };
+            let net = QNetConfig::new(Arch::Mlp { hidden: 16 }, &[1, 2, 2], 2, false);
+            let mut dqn = Dqn::new(net, config, Device::Cpu).unwrap();
+            let before = dqn.weights().unwrap();
+            dqn.update(&batch(1.0, 0.9)).unwrap();
+            let after_one = dqn.weights().unwrap();
+            assert_ne!(
+                before, after_one,
+                "{optimizer:?}: the first update moves the weights"
+            );
+            dqn.update(&batch(1.0, 0.9)).unwrap();
+            assert_eq!(
+                after_one,
+                dqn.weights().unwrap(),
+                "{optimizer:?}: lr 0 moves nothing"
+            );
+        }
     }
 
     #[test]
@@ -355,6 +442,7 @@ mod tests {
                 eps: 1e-5,
             },
             learning_rate: 1e-3,
+            learning_rate_decay: None,
             double: false,
             ..config()
         };
@@ -405,6 +493,7 @@ mod tests {
             let config = DqnConfig {
                 optimizer,
                 learning_rate: 1e-4,
+                learning_rate_decay: None,
                 target_update_every: 3,
                 ..config()
             };

@@ -43,6 +43,11 @@ impl TfRmsProp {
         }
     }
 
+    /// The learning rate of the steps that follow (a schedule's).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
     /// One update from the gradients the variables hold: `ms = d ms + (1 - d) g^2`,
     /// `mg = d mg + (1 - d) g`, `w -= lr g / sqrt(max(ms - mg^2, 0) + eps)`,
     /// computed with the same operations in the same order as written out: in

@@ -34,6 +34,7 @@ fn dqn(optimizer: Optimizer) -> Dqn {
     let config = DqnConfig {
         optimizer,
         learning_rate: 1e-2,
+        learning_rate_decay: None,
         max_grad_norm: 10.0,
         // Syncs at 4: after 6 updates the target is neither the initial
         // network nor the online one.

@@ -170,6 +170,7 @@ fn the_faster_update_computes_what_the_plain_one_did() {
     let config = DqnConfig {
         optimizer: Optimizer::Adam { eps: 1.5e-4 },
         learning_rate: 1e-4,
+        learning_rate_decay: None,
         // Low enough that clipping takes part.
         max_grad_norm: 0.5,
         target_update_every: 1000,

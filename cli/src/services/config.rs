@@ -10,7 +10,7 @@ use apex_actor::policy::Exploration;
 use apex_actor::ActorConfig;
 use apex_env::EnvSpec;
 #[cfg(feature = "torch")]
-use apex_learner::dqn::{DqnConfig, Optimizer};
+use apex_learner::dqn::{DqnConfig, LrDecay, Optimizer};
 #[cfg(feature = "torch")]
 use apex_learner::LearnerConfig;
 #[cfg(feature = "torch")]
@@ -78,7 +78,7 @@ pub(super) fn learner_config(
         num_actions,
         arch: arch(&spec),
         dueling: net.dueling.into(),
-        dqn: t.dqn(),
+        dqn: t.dqn()?,
         batch_size: t.batch_size,
         publish_every: t.publish_every,
         checkpoint_every: t.checkpoint_every,
@@ -140,8 +140,20 @@ pub(super) fn actor_config(
 
 #[cfg(feature = "torch")]
 impl TrainArgs {
-    pub(super) fn dqn(&self) -> DqnConfig {
-        DqnConfig {
+    pub(super) fn dqn(&self) -> Result<DqnConfig> {
+        let learning_rate_decay = match (self.learning_rate_end, self.learning_rate_decay_updates) {
+            (None, None) => None,
+            (Some(end), Some(over_updates)) if end >= 0.0 && over_updates > 0 => {
+                Some(LrDecay { end, over_updates })
+            }
+            (Some(_), Some(_)) => anyhow::bail!(
+                "--learning-rate-end must be at least 0 and --learning-rate-decay-updates at least 1"
+            ),
+            _ => anyhow::bail!(
+                "--learning-rate-end and --learning-rate-decay-updates go together: give both or neither"
+            ),
+        };
+        Ok(DqnConfig {
             optimizer: match self.optimizer {
                 OptimizerName::Adam => Optimizer::Adam {
                     eps: self.optimizer_eps,
@@ -152,9 +164,10 @@ impl TrainArgs {
                 },
             },
             learning_rate: self.learning_rate,
+            learning_rate_decay,
             max_grad_norm: self.max_grad_norm,
             target_update_every: self.target_update_every,
             double: self.double.into(),
-        }
+        })
     }
 }

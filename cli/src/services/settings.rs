@@ -73,6 +73,13 @@ pub struct TrainArgs {
     pub optimizer: OptimizerName,
     #[arg(long, env = "APEX_LEARNING_RATE")]
     pub learning_rate: f64,
+    /// Where the learning rate falls to, linearly, over
+    /// --learning-rate-decay-updates, then stays [default: no decay].
+    #[arg(long, env = "APEX_LEARNING_RATE_END")]
+    pub learning_rate_end: Option<f64>,
+    /// Updates over which the learning rate falls to --learning-rate-end.
+    #[arg(long, env = "APEX_LEARNING_RATE_DECAY_UPDATES")]
+    pub learning_rate_decay_updates: Option<u64>,
     /// Epsilon of Adam or RMSProp.
     #[arg(long, env = "APEX_OPTIMIZER_EPS")]
     pub optimizer_eps: f64,
