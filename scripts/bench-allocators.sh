@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The replay server's memory and throughput under different allocators, side
-# by side in one run: ROUNDS alternating rounds of `apex bench replay-service`
+# by side in one run: ROUNDS alternating rounds of `apex-bench replay-service`
 # with incompressible (random) frames, each round serving once per contender:
 #   glibc      the system malloc
 #   arenas2    glibc with MALLOC_ARENA_MAX=2
@@ -34,6 +34,7 @@ if [ -z "$apex" ]; then
   cargo build --release --quiet -p apex
   apex=target/release/apex
 fi
+cargo build --release --quiet -p apex-bench
 frames=$(scripts/bench-frames.sh "$apex")
 
 # name|server binary|NAME=VALUE for the server (none, one or two)
@@ -63,7 +64,7 @@ for r in $(seq "$rounds"); do
   echo "round $r/$rounds" >&2
   for c in "${contenders[@]}"; do
     IFS='|' read -r name bin env env2 <<<"$c"
-    args=(bench replay-service --frames "$frames" --noise --codec lz4 --fill 20000
+    args=(replay-service --frames "$frames" --noise --codec lz4 --fill 20000
       --window-streams "$streams" --idle-secs "$idle" --writers 8 --seconds "$seconds"
       --no-checkpoint --server-bin "$bin")
     for e in "$env" "$env2"; do
@@ -71,7 +72,7 @@ for r in $(seq "$rounds"); do
         args+=(--server-env "$e")
       fi
     done
-    "$apex" "${args[@]}" | sed "s/^{/{\"contender\": \"$name\", /" | tee -a "$log"
+    target/release/apex-bench "${args[@]}" | sed "s/^{/{\"contender\": \"$name\", /" | tee -a "$log"
   done
 done
 python3 - "$log" <<'PY'

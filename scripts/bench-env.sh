@@ -3,7 +3,7 @@
 # ROUNDS alternating rounds, medians printed with ratios. Figures go into BENCHMARKS.md.
 #   scripts/bench-env.sh [ROUNDS=5] [SECONDS=10]
 # The apex figures come from the apex-env crate's `throughput` bench, the
-# library code behind `apex bench env`, which also reports rates per CPU-second
+# library code behind `apex-bench env`, which also reports rates per CPU-second
 # of the measuring threads (steadier than wall-clock rates on shared cores).
 # BEFORE=<an older build of that bench> measures it too, as before_* lines.
 set -euo pipefail

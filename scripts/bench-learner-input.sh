@@ -3,7 +3,7 @@
 # second delivered from a replay server (in the bench's process, filled with
 # recorded Breakout frames) for each count of input workers, ROUNDS rounds,
 # medians at the end. With a BEFORE binary (another build of apex that has
-# `bench learner-input`), it runs first in each round at one worker, the
+# `apex bench learner-input`, from before apex-bench), it runs first in each round at one worker, the
 # figures side by side. Figures go into BENCHMARKS.md.
 #   scripts/bench-learner-input.sh [ROUNDS=3] [SECONDS=6] [BATCHES=512,32] [WORKERS=1,2] [BEFORE]
 set -euo pipefail
@@ -15,17 +15,17 @@ batches=${3:-512,32}
 workers=${4:-1,2}
 before=${5:-}
 scripts/setup.sh
-cargo build --release --quiet -p apex
+cargo build --release --quiet -p apex -p apex-bench
 frames=$(scripts/bench-frames.sh)
 log=$(mktemp)
 for r in $(seq "$rounds"); do
   echo "round $r/$rounds" >&2
   for b in ${batches//,/ }; do
-    args=(bench learner-input --frames "$frames" --batch "$b" --seconds "$seconds" --fill 20000)
+    args=(learner-input --frames "$frames" --batch "$b" --seconds "$seconds" --fill 20000)
     if [ -n "$before" ]; then
-      "$before" "${args[@]}" --workers 1 2>/dev/null | sed 's/^/before /' | tee -a "$log"
+      "$before" bench "${args[@]}" --workers 1 2>/dev/null | sed 's/^/before /' | tee -a "$log"
     fi
-    target/release/apex "${args[@]}" --workers "$workers" 2>/dev/null | sed 's/^/after /' | tee -a "$log"
+    target/release/apex-bench "${args[@]}" --workers "$workers" 2>/dev/null | sed 's/^/after /' | tee -a "$log"
   done
 done
 python3 - "$log" <<'PY'

@@ -10,11 +10,11 @@ rounds=${1:-5}
 seconds=${2:-10}
 optimizers=${3:-adam,rmsprop}
 scripts/setup.sh
-cargo build --release --quiet -p apex
+cargo build --release --quiet -p apex-bench
 log=$(mktemp)
 for r in $(seq "$rounds"); do
   echo "round $r/$rounds" >&2
-  target/release/apex bench learner --batch 32,512 --threads 1,2 \
+  target/release/apex-bench learner --batch 32,512 --threads 1,2 \
     --optimizer "$optimizers" --seconds "$seconds" | tee -a "$log"
   .venv/bin/python scripts/bench_learner.py --batch 32,512 --threads 1,2 \
     --optimizer "$optimizers" --seconds "$seconds" | tee -a "$log"

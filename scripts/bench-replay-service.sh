@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The replay server under actor-like load, apex side by side with DeepMind
 # Reverb 0.14.0 in one run: ROUNDS alternating rounds of
-#   apex bench replay-service (lz4 frames, then zstd) and
+#   apex-bench replay-service (lz4 frames, then zstd) and
 #   scripts/bench_replay_reverb.py,
 # each server in its own process on loopback, writers replaying the same
 # recorded Breakout frames, one sampler drawing batches of 512. Medians and
@@ -14,13 +14,13 @@ rounds=${1:-3}
 seconds=${2:-10}
 scripts/setup.sh
 scripts/bench-reverb-setup.sh
-cargo build --release --quiet -p apex
+cargo build --release --quiet -p apex -p apex-bench
 frames=$(scripts/bench-frames.sh)
 log=$(mktemp)
 for r in $(seq "$rounds"); do
   echo "round $r/$rounds" >&2
   for codec in lz4 zstd; do
-    target/release/apex bench replay-service --frames "$frames" --seconds "$seconds" --codec "$codec" | tee -a "$log"
+    target/release/apex-bench replay-service --frames "$frames" --seconds "$seconds" --codec "$codec" | tee -a "$log"
   done
   .venv-reverb/bin/python scripts/bench_replay_reverb.py --frames "$frames" --seconds "$seconds" | tee -a "$log"
 done

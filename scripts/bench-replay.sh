@@ -12,11 +12,11 @@ if [ ! -x .venv-bench/bin/python ] || ! .venv-bench/bin/python -c 'import cpprb'
   python3 -m venv .venv-bench
   .venv-bench/bin/pip install --quiet cpprb==11.0.0
 fi
-cargo build --release --quiet -p apex
+cargo build --release --quiet -p apex-bench
 log=$(mktemp)
 for r in $(seq "$rounds"); do
   echo "round $r/$rounds" >&2
-  target/release/apex bench replay --seconds "$seconds" | tee -a "$log"
+  target/release/apex-bench replay --seconds "$seconds" | tee -a "$log"
   .venv-bench/bin/python scripts/bench_replay_peers.py --seconds "$seconds" | tee -a "$log"
 done
 python3 - "$log" <<'PY'

@@ -1,7 +1,7 @@
 """Peer figures for `scripts/bench-env.sh`: EnvPool's Breakout agent steps/s
 (84x84 grayscale, stack 4, frame skip 4, no sticky actions, no policy) and
 ale-py's bare emulator frames/s, each also per CPU-second of the process
-(EnvPool's worker threads included). Prints lines in the format `apex bench env` uses."""
+(EnvPool's worker threads included). Prints lines in the format `apex-bench env` uses."""
 
 import argparse
 import time

@@ -4,7 +4,7 @@ makes, written as a PyTorch user would write it from Python. Same network
 targets, Huber weighted by importance weights), gradient-norm clip, optimizer
 (Adam, or centred RMSProp with TensorFlow's epsilon inside the square root)
 and batches gathered from a pool of uint8 84x84 frames into stacks of 4.
-Prints lines in the format `apex bench learner` uses:
+Prints lines in the format `apex-bench learner` uses:
 
     pytorch_updates_per_sec b512-t1-adam 1.234
 """
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from apex_qnet import ApexQNet  # noqa: E402
 
-# The settings `apex bench learner` uses (presets/apex-breakout.toml, and the
+# The settings `apex-bench learner` uses (presets/apex-breakout.toml, and the
 # Ape-X paper's RMSProp).
 ACTIONS = 4
 STACK = 4

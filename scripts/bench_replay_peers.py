@@ -1,4 +1,4 @@
-"""cpprb's PrioritizedReplayBuffer, measured like `apex bench replay`: batches
+"""cpprb's PrioritizedReplayBuffer, measured like `apex-bench replay`: batches
 of 512 sampled (with importance weights, beta 0.4) and priority updates of 512
 ids per second, at each buffer size, alpha 0.6, small observations."""
 

@@ -213,7 +213,7 @@ mod tests {
     fn every_built_in_preset_names_only_known_settings() {
         for (name, _) in BUILT_IN {
             let preset = load(name).unwrap();
-            let set = settings(name, &preset, &crate::Cli::command()).unwrap();
+            let set = settings(name, &preset, &crate::command::Cli::command()).unwrap();
             assert!(set.len() > 30, "{name}: {} settings", set.len());
             assert!(set.iter().all(|(env, _)| env.starts_with("APEX_")));
         }
@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn unknown_keys_and_presets_are_named() {
         let preset: toml::Table = "[learner]\nbatch_sise = 3".parse().unwrap();
-        let e = settings("mine.toml", &preset, &crate::Cli::command()).unwrap_err();
+        let e = settings("mine.toml", &preset, &crate::command::Cli::command()).unwrap_err();
         assert!(e.to_string().contains("'batch_sise'"), "{e}");
         let e = load("apex-brekout").unwrap_err();
         assert!(

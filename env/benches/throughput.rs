@@ -1,8 +1,8 @@
-//! The figures of `apex bench env` from this crate alone, so they can be
+//! The figures of `apex-bench env` from this crate alone, so they can be
 //! taken while the rest of the workspace is being changed, plus the same
 //! rates per CPU-second of the measuring threads (steadier on shared cores):
 //! `cargo bench -p apex-env --bench throughput -- [--threads 1,2] [--seconds 10] [--game breakout] [--only env|raw]`.
-//! Prints `name threads=N value` lines, as `apex bench env` does.
+//! Prints `name threads=N value` lines, as `apex-bench env` does.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Throughput measurements behind `apex bench env`: the wrapped environment
+//! Throughput measurements behind `apex-bench env`: the wrapped environment
 //! (preprocessing and frame stack included, no policy) and the bare emulator.
 
 use std::time::{Duration, Instant};

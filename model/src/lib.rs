@@ -185,7 +185,7 @@ pub fn scale_into(obs: &Tensor, out: &mut Tensor) {
 /// `x` (`[N, C, H, W]`) with its channels innermost in memory, the shape
 /// unchanged. oneDNN convolves this layout natively; from the default
 /// (channels-first) layout it reorders inputs, outputs and gradients
-/// (batch-32 updates in `apex bench learner`: 8-10% faster with this). The
+/// (batch-32 updates in `apex-bench learner`: 8-10% faster with this). The
 /// values are the same up to float rounding. Returns `x` itself when it is
 /// laid out so already.
 pub fn channels_last(x: &Tensor) -> Tensor {

@@ -1,4 +1,4 @@
-//! `apex bench learner-input`: batches per second the learner's input
+//! `apex-bench learner-input`: batches per second the learner's input
 //! pipeline delivers with no training behind it, for each count of input
 //! workers. A real replay server runs in this process on loopback, filled by
 //! an actor-like writer with recorded Atari frames; the learner's own
@@ -24,8 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::replay_load::{Frames, Tally, Until};
-use crate::services::CodecName;
+use crate::replay_service::{Frames, Tally, Until};
+use apex::services::CodecName;
 
 #[derive(Args)]
 pub struct InputBenchArgs {
@@ -68,7 +68,7 @@ pub async fn run(a: InputBenchArgs) -> Result<()> {
         .await?
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    crate::replay_load::writer(
+    crate::replay_service::writer(
         client.clone(),
         frames.clone(),
         a.codec.into(),
@@ -111,7 +111,7 @@ async fn measure(
     let config = LearnerConfig {
         replay_addr: addr.to_owned(),
         obs_shape: shape.to_vec(),
-        num_actions: crate::replay_load::NUM_ACTIONS as usize,
+        num_actions: crate::replay_service::NUM_ACTIONS as usize,
         arch: Arch::Nature,
         dueling: true,
         dqn: apex_learner::dqn::DqnConfig {

@@ -1,27 +1,25 @@
-//! `apex bench actor` end to end, briefly: it measures the environments
+//! `apex-bench actor` end to end, briefly: it measures the environments
 //! alone, then the actor loop against a live replay server, and stops the
 //! actor before the server so nothing it sends is refused.
 
-mod common;
-
-use common::{apex, ok};
+use std::process::Command;
 
 #[test]
 fn the_actor_bench_measures_both_and_stops_cleanly() {
     // Passes on the stepping thread (the default) and overlapped.
     for groups in ["1", "2"] {
-        let out = ok(&apex(&[
-            "bench",
-            "actor",
-            "--game",
-            "catch",
-            "--envs",
-            "4",
-            "--seconds",
-            "1",
-            "--inference-groups",
-            groups,
-        ]));
+        let o = Command::new(env!("CARGO_BIN_EXE_apex-bench"))
+            .args(["actor", "--game", "catch", "--envs", "4", "--seconds", "1"])
+            .args(["--inference-groups", groups])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "exit {:?}\nstdout:\n{out}\nstderr:\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
         let rate = |key: &str| -> f64 {
             out.lines()
                 .find(|l| l.starts_with(key))

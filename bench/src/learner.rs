@@ -1,4 +1,4 @@
-//! `apex bench learner`: the learner's updates/s on the dueling Nature CNN,
+//! `apex-bench learner`: the learner's updates/s on the dueling Nature CNN,
 //! each update starting from a replay response of compressed frames (as the
 //! replay server sends them) and taking the learner's own path: frames
 //! decoded and stacked into a batch, then one DQN update. Its peer is
@@ -16,8 +16,8 @@ use apex_proto::v1::{Codec, Frame, SampleResponse, Shape};
 use clap::Args;
 use rand::{Rng, SeedableRng};
 
-use crate::env_cmd::GameArgs;
-use crate::services::{CodecName, OptimizerName};
+use apex::env_cmd::GameArgs;
+use apex::services::{CodecName, OptimizerName};
 
 /// Distinct frames the sampled batches draw from.
 const POOL_FRAMES: usize = 4096;

@@ -1,4 +1,4 @@
-//! `apex bench replay-service`: a replay server in its own process, loaded
+//! `apex-bench replay-service`: a replay server in its own process, loaded
 //! over loopback gRPC the way a deployment loads it. Writers replay recorded
 //! Atari frames as actors do (4-frame stacks, 3-step transitions, frames
 //! compressed by the writer and sent once, batches of 64, 4 in flight) while
@@ -31,7 +31,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::services::CodecName;
+use apex::services::CodecName;
 
 const STACK: usize = 4;
 const N_STEP: usize = 3;
@@ -80,8 +80,8 @@ pub struct ReplayServiceBenchArgs {
     /// LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2; repeatable.
     #[arg(long, value_parser = parse_env_pair)]
     server_env: Vec<(String, String)>,
-    /// The apex binary that serves (default: this one), so two builds'
-    /// servers meet the same load generator.
+    /// The apex binary that serves [default: the apex built beside this
+    /// apex-bench], so two builds' servers meet the same load generator.
     #[arg(long)]
     server_bin: Option<PathBuf>,
 }
@@ -343,7 +343,16 @@ pub async fn run(a: ReplayServiceBenchArgs) -> Result<()> {
         .port();
     let exe = match &a.server_bin {
         Some(bin) => bin.clone(),
-        None => std::env::current_exe()?,
+        None => {
+            let apex = std::env::current_exe()?.with_file_name("apex");
+            anyhow::ensure!(
+                apex.is_file(),
+                "no apex binary at {}: build it (cargo build --release -p apex) or name one \
+                 with --server-bin",
+                apex.display()
+            );
+            apex
+        }
     };
     let checkpoints =
         std::env::temp_dir().join(format!("apex-bench-replay-{}", std::process::id()));
