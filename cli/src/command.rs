@@ -17,11 +17,6 @@ use crate::{env_cmd, health, plot, services};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Hyperparameters: a preset in presets/ (apex-breakout, apex-breakout-gpu,
-    /// dqn-nature) or a .toml file [default: apex-breakout, or apex-breakout-gpu
-    /// with --cuda]; flags and APEX_* variables override its values.
-    #[arg(long, global = true, env = "APEX_PRESET")]
-    pub preset: Option<String>,
 }
 
 #[derive(Subcommand)]

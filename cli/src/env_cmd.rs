@@ -89,6 +89,8 @@ impl GameArgs {
 #[derive(Args)]
 pub struct RecordArgs {
     #[command(flatten)]
+    pub preset: crate::preset::PresetArg,
+    #[command(flatten)]
     game: GameArgs,
     /// `random`, or a file of action indices, one per line.
     #[arg(long, default_value = "random")]

@@ -133,6 +133,8 @@ pub fn load_checkpoint(path: &Path, spec: &EnvSpec) -> Result<PolicyNet> {
 
 #[derive(Args)]
 pub struct EvaluatorArgs {
+    #[command(flatten)]
+    pub preset: crate::preset::PresetArg,
     /// The learner whose weights to evaluate.
     #[arg(long, env = "APEX_LEARNER", default_value = "http://127.0.0.1:50052")]
     learner: String,
@@ -184,6 +186,8 @@ pub async fn evaluator(a: EvaluatorArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct EvalCmdArgs {
+    #[command(flatten)]
+    pub preset: crate::preset::PresetArg,
     /// A learner checkpoint (checkpoint.ot in a run folder).
     #[arg(long)]
     checkpoint: PathBuf,
@@ -281,6 +285,8 @@ pub enum PolicyName {
 
 #[derive(Args)]
 pub struct PlayArgs {
+    #[command(flatten)]
+    pub preset: crate::preset::PresetArg,
     /// A learner checkpoint (checkpoint.ot); not needed with --policy random.
     #[arg(long)]
     checkpoint: Option<PathBuf>,

@@ -7,19 +7,19 @@ use apex::command::{Cli, Command};
 #[cfg(feature = "torch")]
 use apex::{doctor, evaluate, export};
 use apex::{env_cmd, health, plot, preset, services};
-use clap::Parser;
+use clap::FromArgMatches;
 
 apex::use_jemalloc!();
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Err(e) = preset::apply::<Cli>(&args) {
+    let command = preset::command::<Cli>(&args).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2);
-    }
-    let cli = Cli::parse();
-    // What apply() used: --preset, APEX_PRESET, or the default for the device.
-    let preset = cli.preset.clone().unwrap_or_else(|| preset::chosen(&args));
+    });
+    let cli = Cli::from_arg_matches(&command.get_matches_from(&args)).unwrap_or_else(|e| e.exit());
+    // The preset command() used: --preset, APEX_PRESET, or the default for the device.
+    let preset = preset::chosen(&args);
     apex::init_logging();
     let runtime = || tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = match cli.command {

@@ -1,14 +1,16 @@
 //! Presets: hyperparameters kept in TOML files (`presets/*.toml`, built into
 //! the binary), beneath environment variables and flags. A preset key is a
 //! flag's name with underscores (`batch_size` is `--batch-size`); the file's
-//! sections only group keys for the reader. A preset fills in each key's
-//! `APEX_*` variable unless it is already set, so clap then resolves
-//! flag > variable > preset with no per-field code.
+//! sections only group keys for the reader. A preset becomes the defaults
+//! of the flags it names, so clap resolves flag > `APEX_*` variable >
+//! preset > built-in default with no per-field code, and the process's
+//! environment stays as it was.
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
-use clap::CommandFactory;
+use clap::{Args, CommandFactory};
 use serde::Serialize;
 
 use crate::services::parse_switch;
@@ -46,6 +48,16 @@ pub enum PresetError {
     UnknownKey { name: String, key: String },
     #[error("preset {name}: setting '{key}' must be a number, string or boolean")]
     BadValue { name: String, key: String },
+}
+
+/// `--preset`, on the commands whose settings a preset holds.
+#[derive(Args, Clone)]
+pub struct PresetArg {
+    /// Hyperparameters: a preset in presets/ (apex-breakout, apex-breakout-gpu,
+    /// dqn-nature) or a .toml file [default: apex-breakout, or apex-breakout-gpu
+    /// with --cuda]; flags and APEX_* variables override its values.
+    #[arg(long = "preset", env = "APEX_PRESET")]
+    pub name: Option<String>,
 }
 
 /// The preset the command line asks for: `--preset X`, else `APEX_PRESET`,
@@ -172,17 +184,33 @@ fn variable(command: &clap::Command, long: &str) -> Option<String> {
         })
 }
 
-/// Applies the chosen preset to this process's environment, under any
-/// variable already set. Call before threads start.
-pub fn apply<C: CommandFactory>(args: &[String]) -> Result<(), PresetError> {
+/// The command line `C` with the chosen preset's values as the defaults of
+/// the flags they name. Read before clap parses, since it feeds clap's input.
+pub fn command<C: CommandFactory>(args: &[String]) -> Result<clap::Command, PresetError> {
     let name = chosen(args);
     let preset = load(&name)?;
-    for (env, value) in settings(&name, &preset, &C::command())? {
-        if std::env::var_os(&env).is_none() {
-            std::env::set_var(env, value);
-        }
-    }
-    Ok(())
+    let values: HashMap<String, String> = settings(&name, &preset, &C::command())?
+        .into_iter()
+        .collect();
+    Ok(with_defaults(C::command(), &values))
+}
+
+/// `command` and its subcommands, each flag whose variable `values` names
+/// defaulting to that value.
+fn with_defaults(command: clap::Command, values: &HashMap<String, String>) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            let value = arg
+                .get_env()
+                .and_then(|env| values.get(env.to_str()?))
+                .cloned();
+            match value {
+                // clap keeps defaults as 'static; a process parses its command line once.
+                Some(v) => arg.default_value(&*String::leak(v)).required(false),
+                None => arg,
+            }
+        })
+        .mut_subcommands(|sub| with_defaults(sub, values))
 }
 
 /// Writes `config` (what a run resolved) as `config.toml` in `dir`.
@@ -217,6 +245,31 @@ mod tests {
             assert!(set.len() > 30, "{name}: {} settings", set.len());
             assert!(set.iter().all(|(env, _)| env.starts_with("APEX_")));
         }
+    }
+
+    #[test]
+    fn a_preset_becomes_the_defaults_and_leaves_the_environment_alone() {
+        let args: Vec<String> = [
+            "apex",
+            "learner",
+            "--preset",
+            "dqn-nature",
+            "--batch-size",
+            "7",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let matches = command::<crate::command::Cli>(&args)
+            .unwrap()
+            .try_get_matches_from(&args)
+            .unwrap();
+        let learner = matches.subcommand_matches("learner").unwrap();
+        let raw = |id: &str| learner.get_raw(id).unwrap().next().unwrap().to_owned();
+        assert_eq!(raw("learning_rate"), "0.0001", "from the preset");
+        assert_eq!(raw("batch_size"), "7", "the flag wins");
+        assert!(std::env::var_os("APEX_LEARNING_RATE").is_none());
+        assert!(std::env::var_os("APEX_BATCH_SIZE").is_none());
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::progress::Reporter;
 #[derive(Args)]
 pub struct LocalArgs {
     #[command(flatten)]
+    pub preset: crate::preset::PresetArg,
+    #[command(flatten)]
     game: GameArgs,
     #[command(flatten)]
     local: LocalSettings,

@@ -64,6 +64,8 @@ pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 
 #[derive(Args)]
 pub struct ReplayArgs {
+    #[command(flatten)]
+    pub preset: crate::preset::PresetArg,
     #[arg(long, env = "APEX_LISTEN", default_value = "0.0.0.0:50051")]
     listen: SocketAddr,
     #[command(flatten)]
@@ -129,6 +131,8 @@ pub async fn replay_server(a: ReplayArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct LearnerArgs {
+    #[command(flatten)]
+    pub preset: crate::preset::PresetArg,
     #[arg(long, env = "APEX_LISTEN", default_value = "0.0.0.0:50052")]
     listen: SocketAddr,
     /// The replay server.
@@ -187,6 +191,8 @@ pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
 
 #[derive(Args)]
 pub struct ActorArgs {
+    #[command(flatten)]
+    pub preset: crate::preset::PresetArg,
     #[arg(long, env = "APEX_REPLAY", default_value = "http://127.0.0.1:50051")]
     replay: String,
     #[arg(long, env = "APEX_LEARNER", default_value = "http://127.0.0.1:50052")]
