@@ -12,14 +12,14 @@ use apex_actor::policy::PolicyNet;
 use apex_env::{EnvSpec, Protocol};
 use apex_evaluator::play::{play, write_gif, PlayConfig, Player};
 use apex_evaluator::{spec_for, EnvSteps, EvalStats, EvaluatorConfig, Summary};
-use apex_model::QNetConfig;
+use apex_model::{Arch, QNetConfig};
 use apex_telemetry::tensorboard::SummaryWriter;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::env_cmd::GameArgs;
-use crate::services::{arch, cancel_on_signals, serve_metrics, NetArgs};
+use crate::services::{cancel_on_signals, serve_metrics, NetArgs};
 
 /// Evaluation settings ([eval] in a run's config.toml).
 #[derive(Args, Clone, Serialize)]
@@ -110,7 +110,12 @@ impl EvalArgs {
 /// The network a game is played with.
 pub fn net_config(spec: &EnvSpec, dueling: bool) -> Result<QNetConfig> {
     let (shape, actions) = spec.probe()?;
-    Ok(QNetConfig::new(arch(spec), &shape, actions, dueling))
+    Ok(QNetConfig::new(
+        Arch::for_observation(&shape),
+        &shape,
+        actions,
+        dueling,
+    ))
 }
 
 /// A checkpoint as a policy for `spec`'s game; dueling or not is read from

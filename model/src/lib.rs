@@ -24,6 +24,21 @@ pub struct QNetConfig {
     pub dueling: bool,
 }
 
+impl Arch {
+    /// The network for observations of `shape` (`[channels, height, width]`):
+    /// the Nature CNN where its convolutions fit (Atari's 84x84 frames), else
+    /// an MLP on the flattened observation (small test environments such as
+    /// Catch).
+    pub fn for_observation(shape: &[usize]) -> Arch {
+        // 8x8 stride 4, then 4x4 stride 2, then 3x3: 36 pixels leave one.
+        const NATURE_MIN_SIDE: usize = 36;
+        match shape {
+            [_, h, w] if *h >= NATURE_MIN_SIDE && *w >= NATURE_MIN_SIDE => Arch::Nature,
+            _ => Arch::Mlp { hidden: 64 },
+        }
+    }
+}
+
 impl QNetConfig {
     /// `obs_shape` must have three dimensions.
     pub fn new(arch: Arch, obs_shape: &[usize], actions: usize, dueling: bool) -> Self {
@@ -232,6 +247,18 @@ pub fn device(want_cuda: bool) -> Result<Device, CudaUnavailable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn atari_frames_get_the_nature_cnn_and_small_grids_an_mlp() {
+        assert_eq!(Arch::for_observation(&[4, 84, 84]), Arch::Nature);
+        assert_eq!(Arch::for_observation(&[4, 36, 36]), Arch::Nature);
+        assert_eq!(Arch::for_observation(&[1, 10, 5]), Arch::Mlp { hidden: 64 });
+        assert_eq!(
+            Arch::for_observation(&[4, 35, 84]),
+            Arch::Mlp { hidden: 64 }
+        );
+        assert_eq!(Arch::for_observation(&[8]), Arch::Mlp { hidden: 64 });
+    }
 
     #[test]
     fn cuda_is_given_only_where_it_is_usable() {

@@ -8,7 +8,6 @@ use anyhow::Result;
 use apex_actor::policy::Exploration;
 #[cfg(feature = "torch")]
 use apex_actor::ActorConfig;
-use apex_env::EnvSpec;
 #[cfg(feature = "torch")]
 use apex_learner::dqn::{DqnConfig, LrDecay, Optimizer};
 #[cfg(feature = "torch")]
@@ -54,14 +53,6 @@ impl StoreArgs {
 }
 
 #[cfg(feature = "torch")]
-pub fn arch(spec: &EnvSpec) -> Arch {
-    match spec {
-        EnvSpec::Atari(_) => Arch::Nature,
-        EnvSpec::Catch(_) => Arch::Mlp { hidden: 64 },
-    }
-}
-
-#[cfg(feature = "torch")]
 pub(super) fn learner_config(
     game: &GameArgs,
     net: &NetArgs,
@@ -73,10 +64,10 @@ pub(super) fn learner_config(
     let spec = game.spec();
     let (obs_shape, num_actions) = spec.probe()?;
     Ok(LearnerConfig {
+        arch: Arch::for_observation(&obs_shape),
         replay_addr,
         obs_shape,
         num_actions,
-        arch: arch(&spec),
         dueling: net.dueling.into(),
         dqn: t.dqn()?,
         batch_size: t.batch_size,
@@ -107,12 +98,12 @@ pub(super) fn actor_config(
     count: usize,
     replay: String,
     learner: String,
-) -> ActorConfig {
+) -> Result<ActorConfig> {
     let env = game.spec();
-    ActorConfig {
+    Ok(ActorConfig {
         replay_addr: replay,
         learner_addr: learner,
-        arch: arch(&env),
+        arch: Arch::for_observation(&env.probe()?.0),
         env,
         dueling: net.dueling.into(),
         actor_index: index,
@@ -135,7 +126,7 @@ pub(super) fn actor_config(
         token: None,
         inference_groups: a.inference_groups,
         torch_threads: a.actor_torch_threads,
-    }
+    })
 }
 
 #[cfg(feature = "torch")]

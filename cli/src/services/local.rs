@@ -185,7 +185,7 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
                 actors,
                 replay_addr.clone(),
                 learner_addr.clone(),
-            )
+            )?
         };
         let (stop, stats) = (stop_actors.clone(), stats.clone());
         tasks.spawn(async move {

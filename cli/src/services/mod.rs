@@ -26,8 +26,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "torch")]
-pub use self::config::arch;
-#[cfg(feature = "torch")]
 use self::config::{actor_config, learner_config};
 #[cfg(feature = "torch")]
 pub use self::local::{local, LocalArgs};
@@ -236,7 +234,7 @@ pub async fn actor(a: ActorArgs) -> Result<()> {
             a.actor_count,
             a.replay,
             a.learner,
-        )
+        )?
     };
     let stats = Arc::new(ActorStats::default());
     let report = apex_actor::run(config, shutdown, stats.clone()).await?;
