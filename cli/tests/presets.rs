@@ -90,7 +90,7 @@ fn the_default_preset_fits_a_cpu_and_the_gpu_preset_runs_on_it_when_told() {
     );
     assert_eq!(
         get(&c, "replay", "samples_per_insert").as_float(),
-        Some(4.0)
+        Some(2.0)
     );
     assert_eq!(get(&c, "actor", "n_step").as_integer(), Some(3));
     assert_eq!(get(&c, "replay", "alpha").as_float(), Some(0.6));
