@@ -228,7 +228,7 @@ PY
 
 # The replay ratio. The replay server's rate limiter holds samples per insert
 # from its own settings, not the learner's: a learner on apex-breakout-gpu
-# (0.8) beside a replay server on apex-breakout (4.0) trains at five times
+# (0.8) beside a replay server on apex-breakout (2.0) trains at 2.5 times
 # the ratio it was tuned for, and nothing at run time says so. For each way
 # of deploying, resolve both processes' samples_per_insert as apex does
 # (flag, else APEX_* variable, else the preset: --preset/APEX_PRESET, else

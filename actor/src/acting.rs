@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use crate::inference::Passes;
 use crate::metrics;
 use crate::n_step::{Emitted, End, NStep, Taken};
-use crate::policy::{argmax, epsilon_greedy, PolicyNet};
 use crate::{ActorConfig, ActorStats};
+use apex_model::policy::{argmax, epsilon_greedy, PolicyNet};
 
 /// Where batches of new frames and the transitions that refer to them go.
 pub type Deliver<'a> = dyn FnMut(Vec<Frame>, Vec<Transition>) -> Result<(), tonic::Status> + 'a;

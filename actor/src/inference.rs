@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{mpsc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::policy::PolicyNet;
+use apex_model::policy::PolicyNet;
 
 /// Observations of `n` environments, concatenated, and maybe a newer network
 /// for this pass and the ones after it.

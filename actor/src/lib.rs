@@ -16,20 +16,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apex_env::{EnvError, EnvSpec, Environment, GameSummary};
+use apex_model::policy::PolicyNet;
 use apex_model::{Arch, QNetConfig};
 use apex_proto::auth::{Channel, Token};
-use apex_proto::transport::{pause_or_stop, with_deadline, Retry, UNARY_DEADLINE};
+use apex_proto::transport::{pause_or_stop, Retry};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
-use apex_proto::v1::{Codec, Frame, Transition, WeightsRequest};
+use apex_proto::v1::{Codec, Frame, Transition};
+use apex_proto::weights::{fetch_weights, FetchedWeights};
 use apex_proto::MAX_MESSAGE_BYTES;
 use tokio::sync::{mpsc, Notify};
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::acting::Acting;
 use crate::inference::Passes;
-use crate::policy::{Exploration, PolicyNet};
+use crate::policy::Exploration;
 use crate::sender::{Sender, StreamSpec};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,46 +131,6 @@ impl ActorStats {
 pub struct ActorReport {
     pub env_steps: u64,
     pub episodes: u64,
-}
-
-/// Weights as the learner published them.
-#[derive(Debug, Clone)]
-pub struct FetchedWeights {
-    pub version: u64,
-    /// The learner's gradient updates behind them.
-    pub updates: u64,
-    pub data: Vec<u8>,
-}
-
-/// Fetches the learner's weights unless they are version `have`; `None`
-/// when they are (a restarted learner may serve a lower version: it is the
-/// one training now, so it is taken).
-pub async fn fetch_weights(
-    params: &mut ParametersClient<Channel>,
-    have: u64,
-) -> Result<Option<FetchedWeights>, tonic::Status> {
-    let request = with_deadline(WeightsRequest { have_version: have }, UNARY_DEADLINE);
-    let mut chunks = params.get_weights(request).await?.into_inner();
-    let (mut version, mut updates, mut total, mut data) = (0, 0, 0, Vec::new());
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
-        (version, updates, total) = (chunk.version, chunk.updates, chunk.total_bytes);
-        data.extend_from_slice(&chunk.data);
-    }
-    if version == 0 {
-        return Ok(None);
-    }
-    if data.len() as u64 != total {
-        return Err(tonic::Status::data_loss(format!(
-            "weights stream ended at {} of {total} bytes",
-            data.len()
-        )));
-    }
-    Ok(Some(FetchedWeights {
-        version,
-        updates,
-        data,
-    }))
 }
 
 /// Plays until `shutdown` or `max_env_steps`.

@@ -40,7 +40,7 @@ async fn start(replay: ReplayConfig, max_updates: u64, run_dir: &std::path::Path
     let replay = tokio::spawn(apex_replay_server::run(
         replay,
         replay_listener,
-        shutdown.clone().cancelled_owned(),
+        shutdown.clone(),
     ));
     let learner = tokio::spawn(apex_learner::run(
         learner_config(&replay_addr, max_updates, run_dir),
@@ -231,7 +231,7 @@ async fn transitions_flow_weights_return_and_shutdown_is_clean() {
 fn catch_rate(path: &std::path::Path, episodes: usize) -> f64 {
     let net = QNetConfig::new(ARCH, &[1, 10, 5], 3, true);
     let policy =
-        apex_actor::policy::PolicyNet::from_weights(net, &std::fs::read(path).unwrap(), 1).unwrap();
+        apex_model::policy::PolicyNet::from_weights(net, &std::fs::read(path).unwrap(), 1).unwrap();
     let mut env = apex_env::Catch::new(CatchConfig::default(), 12345);
     let mut caught = 0;
     let mut by_column = [(0usize, 0usize); 5];

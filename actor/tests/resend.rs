@@ -11,7 +11,7 @@ use std::time::Duration;
 use apex_actor::policy::Exploration;
 use apex_actor::{ActorConfig, ActorError, ActorStats};
 use apex_env::{CatchConfig, EnvSpec};
-use apex_learner::weights::{ParametersService, Published};
+use apex_learner::io::weights::{ParametersService, Published};
 use apex_model::{Arch, QNet, QNetConfig};
 use apex_proto::auth::Token;
 use apex_proto::v1::parameters_server::ParametersServer;
@@ -150,7 +150,7 @@ async fn acknowledged_transitions_survive_cuts_and_a_restart_exactly_once() {
     let first = tokio::spawn(apex_replay_server::run(
         replay_config(dir.path(), token.clone()),
         listener,
-        first_stop.clone().cancelled_owned(),
+        first_stop.clone(),
     ));
     let proxy = Proxy::start(replay_addr).await;
     let learner = weights_service(token.clone()).await;
@@ -195,7 +195,7 @@ async fn acknowledged_transitions_survive_cuts_and_a_restart_exactly_once() {
     let second = tokio::spawn(apex_replay_server::run(
         replay_config(dir.path(), token.clone()),
         listener,
-        second_stop.clone().cancelled_owned(),
+        second_stop.clone(),
     ));
     wait_for_more(acked()).await;
     proxy.cut();
@@ -235,7 +235,7 @@ async fn a_wrong_token_is_refused_and_stops_the_actor_with_a_clear_error() {
     let replay = tokio::spawn(apex_replay_server::run(
         replay_config(dir.path(), token.clone()),
         listener,
-        stop.clone().cancelled_owned(),
+        stop.clone(),
     ));
     let learner = weights_service(token.clone()).await;
     for wrong in [None, Some(Token::generate())] {

@@ -67,11 +67,11 @@ pub async fn run(a: ActorBenchArgs) -> Result<()> {
 
     // A live replay server, and the learner's weights service with freshly
     // initialised weights (no training competes for the CPU).
-    let net = apex::evaluate::net_config(&spec, true)?;
+    let net = apex::services::net_config(&spec, true)?;
     let arch = net.arch;
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _ = apex_model::QNet::new(&vs.root(), net);
-    let published = apex_learner::weights::Published::default();
+    let published = apex_learner::io::weights::Published::default();
     published.publish(1, 0, apex_model::save_weights(&vs)?);
     let shutdown = CancellationToken::new();
     let replay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -82,13 +82,13 @@ pub async fn run(a: ActorBenchArgs) -> Result<()> {
     let replay = tokio::spawn(apex_replay_server::run(
         config,
         replay_listener,
-        shutdown.clone().cancelled_owned(),
+        shutdown.clone(),
     ));
     let params = tokio::spawn(
         apex_proto::transport::server()
             .add_service(
                 apex_proto::v1::parameters_server::ParametersServer::new(
-                    apex_learner::weights::ParametersService::new(published),
+                    apex_learner::io::weights::ParametersService::new(published),
                 )
                 .max_encoding_message_size(apex_proto::MAX_MESSAGE_BYTES),
             )

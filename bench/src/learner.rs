@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use apex_learner::batch::Batch;
 use apex_learner::dqn::{Dqn, DqnConfig, Optimizer};
+use apex_learner::io::batch::Batch;
 use apex_model::{Arch, QNetConfig};
 use apex_proto::v1::{Codec, Frame, SampleResponse, Shape};
 use clap::Args;
@@ -203,7 +203,7 @@ fn measure(
     let mut dqn = Dqn::new(net, config, tch::Device::Cpu)?;
     let shape: Vec<usize> = net.obs_shape.iter().map(|&d| d as usize).collect();
     let actions = net.actions as usize;
-    let to = apex_learner::upload::Uploader::new(tch::Device::Cpu);
+    let to = apex_learner::io::upload::Uploader::new(tch::Device::Cpu);
     let mut step = |i: usize| -> Result<Duration> {
         let t = Instant::now();
         let b = Batch::from_response(responses[i % responses.len()].clone(), &shape, actions, &to)

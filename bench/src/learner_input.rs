@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use apex_learner::upload::Uploader;
+use apex_learner::io::upload::Uploader;
 use apex_learner::{LearnerConfig, LearnerStats};
 use apex_model::Arch;
 use apex_proto::v1::replay_client::ReplayClient;
@@ -62,7 +62,7 @@ pub async fn run(a: InputBenchArgs) -> Result<()> {
     let server = tokio::spawn(apex_replay_server::run(
         config,
         listener,
-        stop_server.clone().cancelled_owned(),
+        stop_server.clone(),
     ));
     let client = ReplayClient::connect(addr.clone())
         .await?
@@ -147,7 +147,7 @@ async fn measure(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let stats = Arc::new(LearnerStats::default());
-    let pipeline = tokio::spawn(apex_learner::prefetch::prefetch(
+    let pipeline = tokio::spawn(apex_learner::io::prefetch::prefetch(
         client,
         config,
         Uploader::new(device),

@@ -141,7 +141,7 @@ impl Frames {
                 path.display()
             )
         })?;
-        let (shape, mut data) = apex_env::npy::read_u8(std::io::BufReader::new(file))
+        let (shape, mut data) = apex_media::npy::read_u8(std::io::BufReader::new(file))
             .with_context(|| format!("cannot read {}", path.display()))?;
         if noise {
             rand_chacha::ChaCha8Rng::seed_from_u64(7).fill_bytes(&mut data);
@@ -744,7 +744,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("obs.npy");
         let mut file = std::fs::File::create(&path).unwrap();
-        apex_env::npy::write_u8_header(&mut file, &[10, 84, 84]).unwrap();
+        apex_media::npy::write_u8_header(&mut file, &[10, 84, 84]).unwrap();
         file.write_all(&vec![3u8; 10 * 84 * 84]).unwrap();
         drop(file);
         let plain = Frames::load(&path, false).unwrap();

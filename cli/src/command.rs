@@ -66,7 +66,7 @@ pub enum Command {
 pub enum TorchCommand {
     /// Evaluate the learner's newest weights, round after round, under v4 and v5.
     #[command(display_order = 5)]
-    Evaluator(evaluate::EvaluatorArgs),
+    Evaluator(services::EvaluatorArgs),
     /// Score a checkpoint: whole games under one protocol (--protocol v4|v5).
     #[command(display_order = 6)]
     Eval(evaluate::EvalCmdArgs),

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use apex_env::record::{self, Actions};
 use apex_env::{rom, AtariConfig, CatchConfig, EnvSpec, Protocol};
+use apex_media::record::{self, Actions};
 use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Subcommand)]

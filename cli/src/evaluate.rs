@@ -1,122 +1,19 @@
-//! `apex evaluator` (the evaluation service next to a learner), `apex eval`
-//! (a checkpoint's score under one protocol) and `apex play` (a GIF of a
-//! checkpoint, or of random play).
+//! `apex eval` (a checkpoint's score under one protocol) and `apex play` (a
+//! GIF of a checkpoint, or of random play). The evaluation service beside a
+//! learner is `services/evaluator.rs`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use apex_actor::policy::PolicyNet;
 use apex_env::{EnvSpec, Protocol};
 use apex_evaluator::play::{play, write_gif, PlayConfig, Player};
-use apex_evaluator::{spec_for, EnvSteps, EvalStats, EvaluatorConfig, Summary};
-use apex_model::{Arch, QNetConfig};
-use apex_telemetry::tensorboard::SummaryWriter;
+use apex_evaluator::{spec_for, Summary};
+use apex_model::policy::PolicyNet;
 use clap::{Args, ValueEnum};
-use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::env_cmd::GameArgs;
-use crate::services::{cancel_on_signals, serve_metrics, NetArgs};
-
-/// Evaluation settings ([eval] in a run's config.toml).
-#[derive(Args, Clone, Serialize)]
-pub struct EvalArgs {
-    /// Evaluation games per protocol per round (0: no evaluation).
-    #[arg(long, env = "APEX_EVAL_EPISODES", default_value_t = 10)]
-    pub eval_episodes: usize,
-    /// Probability of a random action in evaluation games (Ape-X, DQN: 0.05).
-    #[arg(long, env = "APEX_EVAL_EPSILON", default_value_t = 0.05)]
-    pub eval_epsilon: f64,
-    /// Protocols each round plays, comma-separated.
-    #[arg(
-        long,
-        env = "APEX_EVAL_PROTOCOLS",
-        value_delimiter = ',',
-        default_value = "v4,v5"
-    )]
-    #[serde(serialize_with = "protocols_text")]
-    pub eval_protocols: Vec<Protocol>,
-    /// Seconds between the starts of evaluation rounds, at least.
-    #[arg(long, env = "APEX_EVAL_EVERY_SECS", default_value_t = 300)]
-    pub eval_every_secs: u64,
-    /// Most wall time evaluation may use, as a share of one core: a round
-    /// that took t seconds waits at least t / budget before the next.
-    #[arg(long, env = "APEX_EVAL_BUDGET", default_value_t = 0.1)]
-    pub eval_budget: f64,
-}
-
-fn protocols_text<S: serde::Serializer>(v: &[Protocol], s: S) -> Result<S::Ok, S::Error> {
-    let names: Vec<String> = v.iter().map(Protocol::to_string).collect();
-    s.collect_str(&names.join(","))
-}
-
-/// Evaluation games use seeds apart from the actors' (which count from the game seed).
-const EVAL_SEED_OFFSET: u64 = 1_000_000;
-/// Evaluation games stepped together.
-const PARALLEL_GAMES: usize = 10;
-
-impl EvalArgs {
-    pub fn enabled(&self) -> bool {
-        self.eval_episodes > 0 && !self.eval_protocols.is_empty()
-    }
-
-    pub fn check(&self) -> Result<()> {
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&self.eval_epsilon),
-            "--eval-epsilon {} must be in [0, 1]",
-            self.eval_epsilon
-        );
-        anyhow::ensure!(
-            self.eval_budget > 0.0,
-            "--eval-budget {} must be above 0 (use --eval-episodes 0 to turn evaluation off)",
-            self.eval_budget
-        );
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn config(
-        &self,
-        game: &GameArgs,
-        net: QNetConfig,
-        learner_addr: String,
-        env_steps: EnvSteps,
-        run_dir: Option<PathBuf>,
-        tensorboard: Option<SummaryWriter>,
-    ) -> EvaluatorConfig {
-        EvaluatorConfig {
-            learner_addr,
-            env_steps,
-            env: game.spec(),
-            net,
-            protocols: self.eval_protocols.clone(),
-            episodes: self.eval_episodes,
-            epsilon: self.eval_epsilon,
-            every: Duration::from_secs(self.eval_every_secs),
-            budget: self.eval_budget,
-            parallel: PARALLEL_GAMES,
-            seed: game.seed + EVAL_SEED_OFFSET,
-            run_dir,
-            tensorboard,
-            max_rounds: None,
-            token: None,
-        }
-    }
-}
-
-/// The network a game is played with.
-pub fn net_config(spec: &EnvSpec, dueling: bool) -> Result<QNetConfig> {
-    let (shape, actions) = spec.probe()?;
-    Ok(QNetConfig::new(
-        Arch::for_observation(&shape),
-        &shape,
-        actions,
-        dueling,
-    ))
-}
+use crate::services::{net_config, EVAL_SEED_OFFSET, PARALLEL_GAMES};
 
 /// A checkpoint as a policy for `spec`'s game; dueling or not is read from
 /// the checkpoint's variable names.
@@ -134,59 +31,6 @@ pub fn load_checkpoint(path: &Path, spec: &EnvSpec) -> Result<PolicyNet> {
             spec.name()
         )
     })
-}
-
-#[derive(Args)]
-pub struct EvaluatorArgs {
-    #[command(flatten)]
-    pub preset: crate::preset::PresetArg,
-    /// The learner whose weights to evaluate.
-    #[arg(long, env = "APEX_LEARNER", default_value = "http://127.0.0.1:50052")]
-    learner: String,
-    /// The replay server, to tell how many env frames the weights were trained on.
-    #[arg(long, env = "APEX_REPLAY")]
-    replay: Option<String>,
-    #[command(flatten)]
-    game: GameArgs,
-    #[command(flatten)]
-    net: NetArgs,
-    #[command(flatten)]
-    eval: EvalArgs,
-    /// eval.csv, TensorBoard files and GIFs go here.
-    #[arg(long, env = "APEX_RUN_DIR", default_value = "runs/evaluator")]
-    run_dir: PathBuf,
-    #[arg(long, env = "APEX_METRICS_ADDR", default_value = "0.0.0.0:9100")]
-    metrics_addr: Option<SocketAddr>,
-    #[command(flatten)]
-    auth: crate::services::AuthArgs,
-}
-
-pub async fn evaluator(a: EvaluatorArgs) -> Result<()> {
-    a.eval.check()?;
-    anyhow::ensure!(
-        a.eval.enabled(),
-        "--eval-episodes 0 or no --eval-protocols: nothing to evaluate"
-    );
-    serve_metrics(a.metrics_addr)?;
-    let shutdown = CancellationToken::new();
-    cancel_on_signals(shutdown.clone());
-    let spec = a.game.spec();
-    let net = net_config(&spec, a.net.dueling.into())?;
-    let tensorboard = SummaryWriter::create(&a.run_dir)?;
-    let steps = a.replay.map_or(EnvSteps::Unknown, EnvSteps::Replay);
-    let config = EvaluatorConfig {
-        token: a.auth.configure()?,
-        ..a.eval.config(
-            &a.game,
-            net,
-            a.learner,
-            steps,
-            Some(a.run_dir),
-            Some(tensorboard),
-        )
-    };
-    apex_evaluator::run(config, shutdown, Arc::new(EvalStats::default())).await?;
-    Ok(())
 }
 
 #[derive(Args)]

@@ -40,7 +40,7 @@ pub fn export(checkpoint: &Path, out: &Path) -> Result<usize> {
     let tensors: Vec<(String, Tensor)> = read_checkpoint(checkpoint)?
         .tensors
         .into_iter()
-        .filter(|(name, _)| apex_learner::checkpoint::is_online_weight(name))
+        .filter(|(name, _)| apex_learner::persist::checkpoint::is_online_weight(name))
         .map(|(name, t)| (name, t.detach().contiguous()))
         .collect();
     Tensor::write_safetensors(&tensors, out).map_err(|e| {
@@ -68,7 +68,7 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
             path.display()
         )
     })?;
-    let tensors = apex_learner::checkpoint::read_tensors(&bytes).map_err(|e| {
+    let tensors = apex_learner::persist::checkpoint::read_tensors(&bytes).map_err(|e| {
         anyhow::anyhow!(
             "{} is not an apex checkpoint ({}): give the checkpoint.ot that apex local or apex learner wrote",
             path.display(),

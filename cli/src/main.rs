@@ -41,7 +41,7 @@ fn main() {
         }
         #[cfg(feature = "torch")]
         Command::Torch(c) => match c {
-            TorchCommand::Evaluator(a) => runtime().block_on(evaluate::evaluator(a)),
+            TorchCommand::Evaluator(a) => runtime().block_on(services::evaluator(a)),
             TorchCommand::Eval(a) => evaluate::eval(a),
             TorchCommand::Play(a) => evaluate::play_cmd(a),
             TorchCommand::Doctor(a) => doctor::run(a),

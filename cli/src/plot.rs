@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
+use apex_run_folder::{EvalRow, ProgressRow, EVAL_CSV, PROGRESS_CSV};
 use clap::Args;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
@@ -45,9 +46,6 @@ pub fn run(args: PlotArgs) -> Result<()> {
 /// Size of the whole image; each panel takes half the width.
 const WIDTH: u32 = 1600;
 const HEIGHT: u32 = 600;
-
-const EVAL_CSV: &str = "eval.csv";
-const PROGRESS_CSV: &str = "progress.csv";
 
 /// Where distributions put DejaVu Sans (Debian first: that is what setup.sh installs).
 const FONT_PATHS: &[&str] = &[
@@ -344,150 +342,40 @@ struct TrainPoint {
     episodic_return: f64,
 }
 
-/// A CSV file's rows as maps from column name to text. Columns are found by
-/// name, so files that gain columns still plot. A last line without its
-/// newline is being written right now: it is skipped, not an error.
-struct Table {
-    path: PathBuf,
-    columns: Vec<String>,
-    /// (line number, fields)
-    rows: Vec<(usize, Vec<String>)>,
-}
-
-impl Table {
-    fn read(path: &Path, expected_header: &str, what_writes_it: &str) -> Result<Table> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "cannot read {}: check its permissions, or move it away and {what_writes_it}",
-                path.display()
-            )
-        })?;
-        let mut lines = text.lines().enumerate();
-        let columns: Vec<String> = match lines.next() {
-            Some((_, header)) => header.split(',').map(|c| c.trim().to_owned()).collect(),
-            None => Vec::new(),
-        };
-        for needed in expected_header.split(',') {
-            if !columns.iter().any(|c| c == needed) {
+fn read_eval(path: &Path) -> Result<Vec<EvalPoint>> {
+    apex_run_folder::read::<EvalRow>(path)?
+        .into_iter()
+        .map(|(line, row)| {
+            if row.protocol.is_empty() {
                 bail!(
-                    "{} has no column '{needed}': it is not an apex file (its header should be {expected_header}); \
-                     move it away and {what_writes_it}",
+                    "{} line {line}: protocol is empty: fix or delete that line",
                     path.display()
                 );
             }
-        }
-        let complete = text.ends_with('\n');
-        let count = text.lines().count();
-        let rows = lines
-            .filter(|(i, line)| !line.trim().is_empty() && (complete || i + 1 < count))
-            .map(|(i, line)| {
-                (
-                    i + 1,
-                    line.split(',').map(|f| f.trim().to_owned()).collect(),
-                )
-            })
-            .collect();
-        Ok(Table {
-            path: path.to_owned(),
-            columns,
-            rows,
-        })
-    }
-
-    fn column(&self, name: &str) -> usize {
-        self.columns
-            .iter()
-            .position(|c| c == name)
-            .expect("checked in read")
-    }
-
-    /// The field at `col` of a row, parsed; `None` when empty.
-    fn number(&self, row: &(usize, Vec<String>), col: usize) -> Result<Option<f64>> {
-        let (line, fields) = row;
-        let field = fields.get(col).map(String::as_str).ok_or_else(|| {
-            anyhow!(
-                "{} line {line} has {} fields, not {}: fix or delete that line",
-                self.path.display(),
-                fields.len(),
-                self.columns.len()
-            )
-        })?;
-        if field.is_empty() {
-            return Ok(None);
-        }
-        field.parse::<f64>().map(Some).map_err(|_| {
-            anyhow!(
-                "{} line {line}: {} is '{field}', not a number: fix or delete that line",
-                self.path.display(),
-                self.columns[col]
-            )
-        })
-    }
-
-    fn required(&self, row: &(usize, Vec<String>), col: usize) -> Result<f64> {
-        self.number(row, col)?.ok_or_else(|| {
-            anyhow!(
-                "{} line {}: {} is empty: fix or delete that line",
-                self.path.display(),
-                row.0,
-                self.columns[col]
-            )
-        })
-    }
-}
-
-const EVAL_HEADER: &str =
-    "env_frames,wall_seconds,weights_version,updates,protocol,episodes,mean,std,median,min,max";
-const PROGRESS_HEADER: &str = "wall_seconds,env_steps,env_frames,games,episodic_return,episodic_length,updates,loss,mean_q,sps";
-
-fn read_eval(path: &Path) -> Result<Vec<EvalPoint>> {
-    let t = Table::read(
-        path,
-        EVAL_HEADER,
-        "run apex local with evaluation on, or apex eval",
-    )?;
-    let [frames, wall, protocol, mean, std] =
-        ["env_frames", "wall_seconds", "protocol", "mean", "std"].map(|c| t.column(c));
-    t.rows
-        .iter()
-        .map(|row| {
-            let name = row.1.get(protocol).cloned().unwrap_or_default();
-            if name.is_empty() {
-                bail!(
-                    "{} line {}: protocol is empty: fix or delete that line",
-                    path.display(),
-                    row.0
-                );
-            }
             Ok(EvalPoint {
-                env_frames: t.number(row, frames)?,
-                wall_seconds: t.required(row, wall)?,
-                protocol: name,
-                mean: t.required(row, mean)?,
-                std: t.number(row, std)?.unwrap_or(0.0),
+                env_frames: row.env_frames.map(|f| f as f64),
+                wall_seconds: row.wall_seconds,
+                protocol: row.protocol,
+                mean: row.mean,
+                std: row.std,
             })
         })
         .collect()
 }
 
 fn read_progress(path: &Path) -> Result<Vec<TrainPoint>> {
-    let t = Table::read(path, PROGRESS_HEADER, "run apex local there again")?;
-    let [frames, wall, ret] =
-        ["env_frames", "wall_seconds", "episodic_return"].map(|c| t.column(c));
-    let mut points = Vec::new();
-    for row in &t.rows {
-        // No game ended in that interval: nothing to plot, but still check the row.
-        let wall_seconds = t.required(row, wall)?;
-        let env_frames = t.number(row, frames)?;
-        if let Some(episodic_return) = t.number(row, ret)? {
-            points.push(TrainPoint {
-                env_frames,
-                wall_seconds,
-                episodic_return,
-            });
-        }
-    }
-    Ok(points)
+    // A row with no training return (no game ended in its interval) has
+    // nothing to plot, but was still checked.
+    Ok(apex_run_folder::read::<ProgressRow>(path)?
+        .into_iter()
+        .filter_map(|(_, row)| {
+            Some(TrainPoint {
+                env_frames: Some(row.env_frames as f64),
+                wall_seconds: row.wall_seconds,
+                episodic_return: row.episodic_return?,
+            })
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -745,6 +633,10 @@ fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apex_run_folder::Row;
+
+    const EVAL_HEADER: &str = EvalRow::HEADER;
+    const PROGRESS_HEADER: &str = ProgressRow::HEADER;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let path = dir.join(name);

@@ -13,7 +13,17 @@ use std::path::{Path, PathBuf};
 use clap::{Args, CommandFactory};
 use serde::Serialize;
 
-use crate::services::parse_switch;
+/// An on/off value, read the same from a flag, an `APEX_*` variable and a
+/// preset: `APEX_CUDA=1` must mean what `--cuda` means.
+pub fn parse_switch(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" | "y" => Ok(true),
+        "0" | "false" | "off" | "no" | "n" => Ok(false),
+        _ => Err(format!(
+            "'{value}' is neither on nor off: use true/false, on/off, yes/no or 1/0"
+        )),
+    }
+}
 
 /// The presets shipped in `presets/`, by name.
 const BUILT_IN: &[(&str, &str)] = &[
@@ -222,9 +232,9 @@ pub fn write_resolved(dir: &Path, preset: &str, config: &impl Serialize) -> anyh
     let text = format!(
         "# What this run resolved from preset {preset}, APEX_* variables and flags.\n\
          # Use it as a preset to repeat the run: --preset {}\n\n{body}",
-        dir.join("config.toml").display()
+        dir.join(apex_run_folder::CONFIG_TOML).display()
     );
-    let path = dir.join("config.toml");
+    let path = dir.join(apex_run_folder::CONFIG_TOML);
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 

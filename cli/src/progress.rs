@@ -10,17 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apex_actor::ActorStats;
-use apex_evaluator::eval_csv::open_appending;
 use apex_evaluator::EvalStats;
 use apex_learner::LearnerStats;
 use apex_replay_server::Replay;
+use apex_run_folder::{ProgressRow, PROGRESS_CSV};
 use apex_telemetry::tensorboard::SummaryWriter;
 use tokio_util::sync::CancellationToken;
 
-pub const CSV: &str = "progress.csv";
 /// Training games behind the progress line's mean raw score.
 const RECENT_GAMES: usize = 100;
-const HEADER: &str = "wall_seconds,env_steps,env_frames,games,episodic_return,episodic_length,updates,loss,mean_q,sps";
 
 pub struct Reporter {
     pub replay: Replay,
@@ -42,13 +40,7 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
 impl Reporter {
     pub async fn run(self, shutdown: CancellationToken) {
         let start = Instant::now();
-        let mut csv = match open_appending(&self.run_dir.join(CSV), HEADER) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot write {CSV}; progress goes to the terminal only");
-                None
-            }
-        };
+        let mut csv = true;
         let (mut last_steps, mut last_updates, mut last_time) = (0u64, 0u64, Instant::now());
         let mut recent = std::collections::VecDeque::with_capacity(RECENT_GAMES);
         loop {
@@ -99,18 +91,22 @@ impl Reporter {
                 versions.iter().min().unwrap_or(&0),
                 versions.iter().max().unwrap_or(&0),
             );
-            let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.2}"));
-            if let Some(f) = csv.as_mut() {
-                let row = format!(
-                    "{wall:.1},{steps},{},{games},{},{},{updates},{:.6},{:.4},{sps:.1}",
-                    steps * self.frame_skip,
-                    opt(episodic_return),
-                    opt(episodic_length),
-                    self.learner.loss(),
-                    self.learner.mean_q(),
-                );
-                if let Err(e) = writeln!(f, "{row}") {
-                    tracing::warn!(error = %e, "cannot write {CSV}");
+            if csv {
+                let row = ProgressRow {
+                    wall_seconds: wall,
+                    env_steps: steps,
+                    env_frames: steps * self.frame_skip,
+                    games,
+                    episodic_return,
+                    episodic_length,
+                    updates,
+                    loss: Some(self.learner.loss()),
+                    mean_q: Some(self.learner.mean_q()),
+                    sps,
+                };
+                if let Err(e) = apex_run_folder::append(&self.run_dir, &row) {
+                    tracing::warn!(error = %e, "cannot write {PROGRESS_CSV}; progress goes to the terminal only");
+                    csv = false;
                 }
             }
             if let Some(tb) = &self.tensorboard {

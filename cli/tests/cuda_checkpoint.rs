@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use apex_learner::checkpoint::{self, FILE};
+use apex_learner::persist::checkpoint::{self, FILE};
 use tch::{Device, Tensor};
 
 mod common;

@@ -71,7 +71,7 @@ fn writes_frames_steps_and_screens() {
 }
 
 fn apex_npy(path: &Path) -> (Vec<usize>, Vec<u8>) {
-    apex_env::npy::read_u8(std::fs::File::open(path).unwrap()).unwrap()
+    apex_media::npy::read_u8(std::fs::File::open(path).unwrap()).unwrap()
 }
 
 #[test]

@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::process::{Command, Output};
 
-use apex_env::{npy, AtariConfig, AtariEnv, Protocol};
+use apex_env::{AtariConfig, AtariEnv, Protocol};
+use apex_media::npy;
 use apex_model::{Arch, QNet, QNetConfig};
 use rand::{Rng, SeedableRng};
 use tch::nn::VarStore;

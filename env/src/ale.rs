@@ -36,8 +36,11 @@ impl Ale {
     pub(crate) fn load(rom: &Path, settings: AleSettings) -> Self {
         static QUIET: Once = Once::new();
         // ALE's logger is global; level 2 keeps only errors.
+        // SAFETY: sets a global level; no instance exists yet to race with.
         QUIET.call_once(|| unsafe { sys::setLoggerMode(2) });
         let rom = CString::new(rom.to_string_lossy().as_bytes()).expect("rom path has no NUL");
+        // SAFETY: a fresh instance, checked non-null before use; the strings
+        // are NUL-terminated and outlive the calls that read them.
         unsafe {
             let raw = sys::ALE_new();
             assert!(!raw.is_null(), "ALE_new returned null");
@@ -58,18 +61,22 @@ impl Ale {
     /// Emulates one frame and returns its reward.
     #[inline]
     pub fn act(&mut self, action: i32) -> i32 {
+        // SAFETY: `raw` is the live instance this value owns (made in `load`, freed only in `drop`).
         unsafe { sys::act(self.raw, action) }
     }
 
     pub fn game_over(&self) -> bool {
+        // SAFETY: `raw` is the live instance this value owns (made in `load`, freed only in `drop`).
         unsafe { sys::game_over(self.raw) }
     }
 
     pub fn reset_game(&mut self) {
+        // SAFETY: `raw` is the live instance this value owns (made in `load`, freed only in `drop`).
         unsafe { sys::reset_game(self.raw) }
     }
 
     pub fn lives(&self) -> i32 {
+        // SAFETY: `raw` is the live instance this value owns (made in `load`, freed only in `drop`).
         unsafe { sys::lives(self.raw) }
     }
 
@@ -78,22 +85,30 @@ impl Ale {
     #[inline]
     pub fn screen(&self, out: &mut [u8]) {
         assert_eq!(out.len(), SCREEN_PIXELS);
+        // SAFETY: `raw` is the live instance this value owns (made in `load`, freed only in `drop`);
+        // `out` holds the screen's pixels, as asserted.
         unsafe { sys::getScreen(self.raw, out.as_mut_ptr()) }
     }
 
     /// Writes the 210x160 luminance screen.
     pub fn grayscale(&self, out: &mut [u8]) {
         assert_eq!(out.len(), SCREEN_PIXELS);
+        // SAFETY: `raw` is the live instance this value owns (made in `load`, freed only in `drop`);
+        // `out` holds the screen's pixels, as asserted.
         unsafe { sys::getScreenGrayscale(self.raw, out.as_mut_ptr()) }
     }
 
     /// Writes the 210x160x3 RGB screen.
     pub fn rgb(&self, out: &mut [u8]) {
         assert_eq!(out.len(), SCREEN_PIXELS * 3);
+        // SAFETY: `raw` is the live instance this value owns (made in `load`, freed only in `drop`);
+        // `out` holds three bytes per pixel, as asserted.
         unsafe { sys::getScreenRGB(self.raw, out.as_mut_ptr()) }
     }
 
     pub fn minimal_actions(&self) -> Vec<i32> {
+        // SAFETY: `raw` is the live instance this value owns (made in `load`, freed only in `drop`);
+        // `v` is sized by ALE's own count before it is filled.
         unsafe {
             let n = sys::getMinimalActionSize(self.raw) as usize;
             let mut v = vec![0; n];
@@ -103,6 +118,8 @@ impl Ale {
     }
 
     pub fn legal_actions(&self) -> Vec<i32> {
+        // SAFETY: `raw` is the live instance this value owns (made in `load`, freed only in `drop`);
+        // `v` is sized by ALE's own count before it is filled.
         unsafe {
             let n = sys::getLegalActionSize(self.raw) as usize;
             let mut v = vec![0; n];
@@ -114,6 +131,7 @@ impl Ale {
 
 impl Drop for Ale {
     fn drop(&mut self) {
+        // SAFETY: the instance this value owns, freed once, never used after.
         unsafe { sys::ALE_del(self.raw) }
     }
 }

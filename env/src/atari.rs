@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::ale::{Ale, AleSettings, FIRE, NOOP, SCREEN_HEIGHT, SCREEN_WIDTH};
 use crate::capture::{Capture, Slot};
 use crate::emulator::Emulator;
+use crate::environment::{Environment, GameSummary, Screen, Step};
 use crate::frame_stack::FrameStack;
 use crate::protocol::Protocol;
 use crate::{rom, EnvError};
@@ -63,37 +64,6 @@ impl AtariConfig {
 /// from the clock" (and sticky actions would then differ from run to run).
 pub fn ale_seed(seed: u64) -> i32 {
     (seed % (i32::MAX as u64 - 1)) as i32 + 1
-}
-
-/// One agent step's outcome.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Step {
-    /// The sign of `raw_reward`: what training sees.
-    pub reward: f32,
-    /// The game's own score change over the repeated frames.
-    pub raw_reward: i32,
-    /// The training episode ended (game over, or a life lost when that is terminal).
-    pub terminal: bool,
-    /// The game hit the frame cap; the next state is still worth bootstrapping from.
-    pub truncated: bool,
-    pub lives: i32,
-    /// Set when the real game ended (over or truncated).
-    pub game: Option<GameSummary>,
-}
-
-impl Step {
-    /// The caller must `reset()` before stepping again.
-    pub fn done(&self) -> bool {
-        self.terminal || self.truncated
-    }
-}
-
-/// A whole game, across all its lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GameSummary {
-    pub raw_score: i64,
-    pub frames: u64,
-    pub agent_steps: u64,
 }
 
 pub struct AtariEnv<E = Ale> {
@@ -344,12 +314,27 @@ struct Outcome {
     truncated: bool,
 }
 
-/// Per-pixel maximum of two frames, into the first: removes the flicker of
-/// sprites that Atari games draw on alternate frames.
-pub fn max_pool(into: &mut [u8], other: &[u8]) {
-    assert_eq!(into.len(), other.len());
-    for (a, &b) in into.iter_mut().zip(other) {
-        *a = (*a).max(b);
+impl Environment for AtariEnv {
+    fn obs_shape(&self) -> Vec<usize> {
+        vec![self.config().frame_stack, FRAME_SIZE, FRAME_SIZE]
+    }
+    fn num_actions(&self) -> usize {
+        AtariEnv::num_actions(self)
+    }
+    fn reset(&mut self) -> &[u8] {
+        AtariEnv::reset(self)
+    }
+    fn obs(&self) -> &[u8] {
+        AtariEnv::obs(self)
+    }
+    fn step(&mut self, action: usize) -> Step {
+        AtariEnv::step(self, action)
+    }
+    fn render(&self) -> Screen {
+        let (width, height) = (SCREEN_WIDTH, SCREEN_HEIGHT);
+        let mut rgb = vec![0; width * height * 3];
+        self.screen_rgb(&mut rgb);
+        Screen { width, height, rgb }
     }
 }
 

@@ -161,7 +161,7 @@ impl Capture {
         }
         if !self.black {
             self.palette.grey_into(&self.shown[1], &mut self.grey);
-            crate::atari::max_pool(&mut self.pooled, &self.grey);
+            max_pool(&mut self.pooled, &self.grey);
         }
         self.pair = false;
         self.resize.apply(&self.pooled, out);
@@ -188,6 +188,15 @@ fn differ(a: &[u8], b: &[u8]) -> bool {
             ^ u64::from_ne_bytes(y.try_into().expect("8 bytes"));
     }
     diff != 0 || tails_differ
+}
+
+/// Per-pixel maximum of two frames, into the first: removes the flicker of
+/// sprites that Atari games draw on alternate frames.
+pub(crate) fn max_pool(into: &mut [u8], other: &[u8]) {
+    assert_eq!(into.len(), other.len());
+    for (a, &b) in into.iter_mut().zip(other) {
+        *a = (*a).max(b);
+    }
 }
 
 #[cfg(test)]

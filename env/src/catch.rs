@@ -8,8 +8,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::atari::{GameSummary, Step};
-use crate::environment::{Environment, Screen};
+use crate::environment::{Environment, GameSummary, Screen, Step};
 
 /// Screen pixels per Catch cell, so videos are big enough to see.
 const CELL: usize = 16;

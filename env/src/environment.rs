@@ -1,9 +1,6 @@
 //! What an actor needs from an environment: Atari games and the small test
 //! environments implement it, so the pipeline runs unchanged on either.
-
-use crate::atari::{AtariConfig, AtariEnv, Step};
-use crate::catch::{Catch, CatchConfig};
-use crate::EnvError;
+//! This module knows no implementation; `spec.rs` makes them.
 
 pub trait Environment: Send {
     /// Observation shape, e.g. `[4, 84, 84]`; observations are uint8.
@@ -27,64 +24,33 @@ pub struct Screen {
     pub rgb: Vec<u8>,
 }
 
-impl Environment for AtariEnv {
-    fn obs_shape(&self) -> Vec<usize> {
-        vec![
-            self.config().frame_stack,
-            crate::FRAME_SIZE,
-            crate::FRAME_SIZE,
-        ]
-    }
-    fn num_actions(&self) -> usize {
-        AtariEnv::num_actions(self)
-    }
-    fn reset(&mut self) -> &[u8] {
-        AtariEnv::reset(self)
-    }
-    fn obs(&self) -> &[u8] {
-        AtariEnv::obs(self)
-    }
-    fn step(&mut self, action: usize) -> Step {
-        AtariEnv::step(self, action)
-    }
-    fn render(&self) -> Screen {
-        let (width, height) = (crate::ale::SCREEN_WIDTH, crate::ale::SCREEN_HEIGHT);
-        let mut rgb = vec![0; width * height * 3];
-        self.screen_rgb(&mut rgb);
-        Screen { width, height, rgb }
+/// One agent step's outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// The sign of `raw_reward`: what training sees.
+    pub reward: f32,
+    /// The game's own score change over the repeated frames.
+    pub raw_reward: i32,
+    /// The training episode ended (game over, or a life lost when that is terminal).
+    pub terminal: bool,
+    /// The game hit the frame cap; the next state is still worth bootstrapping from.
+    pub truncated: bool,
+    pub lives: i32,
+    /// Set when the real game ended (over or truncated).
+    pub game: Option<GameSummary>,
+}
+
+impl Step {
+    /// The caller must `reset()` before stepping again.
+    pub fn done(&self) -> bool {
+        self.terminal || self.truncated
     }
 }
 
-/// Which environment to make: enough to make any number of them, each with
-/// its own seed, in any process.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EnvSpec {
-    Atari(AtariConfig),
-    Catch(CatchConfig),
-}
-
-impl EnvSpec {
-    pub fn make(&self, seed: u64) -> Result<Box<dyn Environment>, EnvError> {
-        Ok(match self {
-            EnvSpec::Atari(c) => {
-                let mut c = c.clone();
-                c.seed = seed;
-                Box::new(AtariEnv::new(&c)?)
-            }
-            EnvSpec::Catch(c) => Box::new(Catch::new(*c, seed)),
-        })
-    }
-
-    /// Observation shape and action count, by making one environment.
-    pub fn probe(&self) -> Result<(Vec<usize>, usize), EnvError> {
-        let env = self.make(0)?;
-        Ok((env.obs_shape(), env.num_actions()))
-    }
-
-    pub fn name(&self) -> String {
-        match self {
-            EnvSpec::Atari(c) => format!("{}-{}", c.game, c.protocol),
-            EnvSpec::Catch(_) => "catch".into(),
-        }
-    }
+/// A whole game, across all its lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GameSummary {
+    pub raw_score: i64,
+    pub frames: u64,
+    pub agent_steps: u64,
 }

@@ -1,7 +1,9 @@
 //! Environments for apex: Atari games (ALE 0.6 through `ale-sys`) wrapped
 //! with the preprocessing DQN-family agents are trained and compared under,
-//! Catch for proving that the pipeline learns, and the recorder behind
-//! `apex env record`.
+//! and Catch for proving that the pipeline learns. The trait every
+//! environment implements is in `environment.rs`, which imports none of
+//! them; `spec.rs` makes them. GIFs, recordings and `.npy` files are in
+//! `apex-media`.
 
 mod ale;
 pub mod atari;
@@ -11,20 +13,20 @@ pub mod catch;
 mod emulator;
 pub mod environment;
 pub mod frame_stack;
-pub mod gif;
-pub mod npy;
 mod palette;
 pub mod protocol;
-pub mod record;
 pub mod resize;
 pub mod rom;
+pub mod spec;
 
 use std::path::PathBuf;
 
-pub use atari::{AtariConfig, AtariEnv, GameSummary, Step, FRAME_PIXELS, FRAME_SIZE};
+pub use ale::{SCREEN_HEIGHT, SCREEN_PIXELS, SCREEN_WIDTH};
+pub use atari::{AtariConfig, AtariEnv, FRAME_PIXELS, FRAME_SIZE};
 pub use catch::{Catch, CatchConfig};
-pub use environment::{EnvSpec, Environment, Screen};
+pub use environment::{Environment, GameSummary, Screen, Step};
 pub use protocol::Protocol;
+pub use spec::EnvSpec;
 
 /// Why a game could not be started.
 #[derive(Debug, thiserror::Error)]

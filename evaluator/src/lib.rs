@@ -7,7 +7,6 @@
 //! evaluation takes CPU from training, so rounds are spaced to stay within
 //! a share of one core.
 
-pub mod eval_csv;
 mod metrics;
 pub mod play;
 pub mod summary;
@@ -17,19 +16,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apex_actor::policy::PolicyNet;
-use apex_actor::{fetch_weights, FetchedWeights};
 use apex_env::{AtariConfig, EnvSpec, Protocol};
+use apex_model::policy::PolicyNet;
 use apex_model::QNetConfig;
 use apex_proto::transport::{pause_or_stop, Retry};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::InfoRequest;
+use apex_proto::weights::{fetch_weights, FetchedWeights};
 use apex_proto::MAX_MESSAGE_BYTES;
+use apex_run_folder::EvalRow;
 use apex_telemetry::tensorboard::SummaryWriter;
 use tokio_util::sync::CancellationToken;
 
-use crate::eval_csv::EvalRow;
 use crate::play::{play, write_gif, PlayConfig, PlayError, Player};
 pub use crate::summary::Summary;
 
@@ -284,7 +283,12 @@ async fn round(
             weights_version: version,
             updates,
             protocol: protocol.to_string(),
-            summary: summary.clone(),
+            episodes: summary.games as u64,
+            mean: summary.mean,
+            std: summary.std,
+            median: summary.median,
+            min: summary.min,
+            max: summary.max,
         };
         tracing::info!(
             %protocol, version, updates, env_frames, games = summary.games,
@@ -317,8 +321,8 @@ async fn round(
             let _ = tb.flush();
         }
         if let Some(dir) = &config.run_dir {
-            eval_csv::append(dir, &row).map_err(|source| EvalError::Write {
-                path: dir.join(eval_csv::FILE),
+            apex_run_folder::append(dir, &row).map_err(|source| EvalError::Write {
+                path: dir.join(apex_run_folder::EVAL_CSV),
                 source,
             })?;
             let best = games

@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
-use apex_actor::policy::{argmax, epsilon_greedy, PolicyNet};
-use apex_env::gif::{GifError, GifWriter};
 use apex_env::{EnvError, EnvSpec, Environment};
+use apex_media::gif::{GifError, GifWriter};
+use apex_model::policy::{argmax, epsilon_greedy, PolicyNet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

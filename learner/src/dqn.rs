@@ -8,11 +8,11 @@ use apex_model::{QNet, QNetConfig};
 use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::adam::Adam;
-use crate::batch::Batch;
-use crate::grad::{scale_to_norm, total_norm, zero_grad};
-use crate::rmsprop::TfRmsProp;
-use crate::state::{self, NamedTensors, StateError};
+use crate::io::batch::Batch;
+use crate::optim::adam::Adam;
+use crate::optim::grad::{scale_to_norm, total_norm, zero_grad};
+use crate::optim::rmsprop::TfRmsProp;
+use crate::persist::state::{self, NamedTensors, StateError};
 
 /// Optimization settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -339,7 +339,7 @@ mod tests {
     }
 
     fn batch(reward: f32, discount: f32) -> Batch {
-        crate::batch::tiny_batch([1; 4], reward, discount)
+        crate::io::batch::tiny_batch([1; 4], reward, discount)
     }
 
     #[test]
@@ -523,7 +523,7 @@ mod tests {
                     weights,
                     staging: None,
                 };
-                let to = crate::upload::Uploader::new(Device::Cuda(0));
+                let to = crate::io::upload::Uploader::new(Device::Cuda(0));
                 let on_gpu = |t: &Tensor| to.upload(t.shallow_clone());
                 let device = Batch {
                     ids: host.ids.clone(),

@@ -3,26 +3,15 @@
 //! actors fetch over gRPC (`apex.v1.Parameters`). It resumes its whole state
 //! from the run folder's checkpoint and rides out replay-server restarts.
 
-pub mod adam;
-pub mod batch;
-pub mod checkpoint;
 pub mod dqn;
-mod durable;
-mod fused;
-pub mod grad;
+pub mod io;
 mod metrics;
-pub mod prefetch;
-mod priorities;
-mod retry;
-pub mod rmsprop;
-pub mod state;
-mod summaries;
+pub mod optim;
+pub mod persist;
 #[cfg(test)]
 mod test_rng;
 mod throttle;
 mod train;
-pub mod upload;
-pub mod weights;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,9 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::CheckpointError;
 use crate::dqn::{Dqn, DqnConfig};
-use crate::weights::{ParametersService, Published};
+use crate::io::weights::{ParametersService, Published};
+use crate::io::{prefetch, priorities, summaries, upload};
+use crate::persist::checkpoint::{self, CheckpointError};
 
 #[derive(Debug, Clone)]
 pub struct LearnerConfig {

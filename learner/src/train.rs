@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use apex_proto::v1::UpdatePrioritiesRequest;
 use tokio::sync::mpsc;
 
-use crate::batch::Batch;
-use crate::checkpoint;
 use crate::dqn::Dqn;
+use crate::io::batch::Batch;
+use crate::io::weights::Published;
+use crate::persist::checkpoint;
 use crate::throttle::Throttle;
-use crate::weights::Published;
 use crate::{metrics, LearnerConfig, LearnerError, LearnerStats};
 
 const NON_FINITE_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -209,7 +209,7 @@ mod tests {
     }
 
     fn batch(reward: f32) -> Batch {
-        crate::batch::tiny_batch([1, 0, 1, 0], reward, 0.0)
+        crate::io::batch::tiny_batch([1, 0, 1, 0], reward, 0.0)
     }
 
     #[test]

@@ -4,10 +4,10 @@
 
 mod common;
 
-use apex_learner::batch::Batch;
-use apex_learner::checkpoint::{self, CheckpointError};
 use apex_learner::dqn::{Dqn, DqnConfig, Optimizer};
-use apex_learner::state::NamedTensors;
+use apex_learner::io::batch::Batch;
+use apex_learner::persist::checkpoint::{self, CheckpointError};
+use apex_learner::persist::state::NamedTensors;
 use apex_model::{Arch, QNetConfig};
 use common::*;
 use tch::{Device, Tensor};

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use apex_env::atari::{AtariConfig, AtariEnv};
 use apex_env::Protocol;
-use apex_learner::batch::Batch;
 use apex_learner::dqn::{Dqn, DqnConfig, Optimizer, Saved};
+use apex_learner::io::batch::Batch;
 use apex_model::{Arch, QNetConfig};
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Reduction, Tensor};

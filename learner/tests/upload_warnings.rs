@@ -3,8 +3,8 @@
 //! warnings to stderr, so the test points stderr at a file while batches go
 //! up. Its own test binary: redirecting stderr is the whole process's.
 
-use apex_learner::batch::Batch;
-use apex_learner::upload::Uploader;
+use apex_learner::io::batch::Batch;
+use apex_learner::io::upload::Uploader;
 use apex_proto::v1::{Codec, Frame, SampleResponse, Shape};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
@@ -38,10 +38,13 @@ fn stderr_of(f: impl FnOnce()) -> String {
     // restores; nothing else in this test binary writes to stderr meanwhile.
     let saved = unsafe { libc::dup(2) };
     assert!(saved >= 0);
+    // SAFETY: as above.
     assert!(unsafe { libc::dup2(file.as_raw_fd(), 2) } >= 0);
     f();
     std::io::stderr().flush().unwrap();
+    // SAFETY: as above.
     assert!(unsafe { libc::dup2(saved, 2) } >= 0);
+    // SAFETY: as above.
     unsafe { libc::close(saved) };
     let mut text = String::new();
     file.rewind().unwrap();

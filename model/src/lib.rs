@@ -1,6 +1,8 @@
 //! The Q-network shared by actors (inference) and the learner (training):
 //! the Nature DQN convolutional torso with an optional dueling head.
 
+pub mod policy;
+
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 

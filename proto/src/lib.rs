@@ -9,6 +9,7 @@ pub mod health;
 pub mod sample_frames;
 pub mod tls;
 pub mod transport;
+pub mod weights;
 
 pub mod v1 {
     tonic::include_proto!("apex.v1");

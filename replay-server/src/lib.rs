@@ -15,7 +15,6 @@ pub mod store;
 pub mod stream;
 pub mod sum_tree;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use std::time::{Duration, Instant};
 use apex_proto::v1::replay_server::ReplayServer;
 use apex_proto::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::CheckpointError;
 use crate::limiter::{RateLimit, RateLimiter};
@@ -386,11 +386,12 @@ impl Replay {
     }
 
     /// Serves `apex.v1.Replay` and gRPC health on `listener` until
-    /// `shutdown`, checkpointing periodically and once more at the end.
+    /// `shutdown` is cancelled, checkpointing periodically and once more at
+    /// the end.
     pub async fn serve(
         self,
         listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
+        shutdown: CancellationToken,
     ) -> Result<(), ReplayError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ReplayServer<ReplayService>>().await;
@@ -431,7 +432,7 @@ impl Replay {
         tokio::pin!(server);
         let served = tokio::select! {
             r = &mut server => Some(r),
-            _ = shutdown => None,
+            _ = shutdown.cancelled() => None,
         };
         if let Some(task) = periodic {
             task.abort();
@@ -508,11 +509,12 @@ fn reshard(mut contents: Contents, shards: usize) -> Contents {
     contents
 }
 
-/// Opens (restoring any checkpoint) and serves a replay on `listener` until `shutdown`.
+/// Opens (restoring any checkpoint) and serves a replay on `listener` until
+/// `shutdown` is cancelled: the same stop signal as every other service's.
 pub async fn run(
     config: ReplayConfig,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) -> Result<(), ReplayError> {
     Replay::open(&config)?.serve(listener, shutdown).await
 }
@@ -549,11 +551,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
-        let served = tokio::spawn(
-            replay
-                .clone()
-                .serve(listener, stop.clone().cancelled_owned()),
-        );
+        let served = tokio::spawn(replay.clone().serve(listener, stop.clone()));
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
         let status = async || check(endpoint.clone(), "").await.unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;

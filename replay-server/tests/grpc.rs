@@ -53,11 +53,7 @@ async fn serve(config: ReplayConfig) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(apex_replay_server::run(
-        config,
-        listener,
-        shutdown.clone().cancelled_owned(),
-    ));
+    let task = tokio::spawn(apex_replay_server::run(config, listener, shutdown.clone()));
     let client = ReplayClient::connect(addr.clone()).await.unwrap();
     Server {
         client,

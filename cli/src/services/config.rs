@@ -9,14 +9,20 @@ use apex_actor::policy::Exploration;
 #[cfg(feature = "torch")]
 use apex_actor::ActorConfig;
 #[cfg(feature = "torch")]
+use apex_env::EnvSpec;
+#[cfg(feature = "torch")]
+use apex_evaluator::{EnvSteps, EvaluatorConfig};
+#[cfg(feature = "torch")]
 use apex_learner::dqn::{DqnConfig, LrDecay, Optimizer};
 #[cfg(feature = "torch")]
 use apex_learner::LearnerConfig;
 #[cfg(feature = "torch")]
-use apex_model::Arch;
+use apex_model::{Arch, QNetConfig};
 use apex_replay_server::limiter::RateLimit;
 use apex_replay_server::store::StoreConfig;
 use apex_replay_server::ReplayConfig;
+#[cfg(feature = "torch")]
+use apex_telemetry::tensorboard::SummaryWriter;
 
 use super::settings::*;
 use crate::env_cmd::GameArgs;
@@ -161,4 +167,53 @@ impl TrainArgs {
             double: self.double.into(),
         })
     }
+}
+
+/// Evaluation games use seeds apart from the actors' (which count from the game seed).
+pub const EVAL_SEED_OFFSET: u64 = 1_000_000;
+/// Evaluation games stepped together.
+pub const PARALLEL_GAMES: usize = 10;
+
+#[cfg(feature = "torch")]
+impl EvalArgs {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn evaluator_config(
+        &self,
+        game: &GameArgs,
+        net: QNetConfig,
+        learner_addr: String,
+        env_steps: EnvSteps,
+        run_dir: Option<PathBuf>,
+        tensorboard: Option<SummaryWriter>,
+    ) -> EvaluatorConfig {
+        EvaluatorConfig {
+            learner_addr,
+            env_steps,
+            env: game.spec(),
+            net,
+            protocols: self.eval_protocols.clone(),
+            episodes: self.eval_episodes,
+            epsilon: self.eval_epsilon,
+            every: Duration::from_secs(self.eval_every_secs),
+            budget: self.eval_budget,
+            parallel: PARALLEL_GAMES,
+            seed: game.seed + EVAL_SEED_OFFSET,
+            run_dir,
+            tensorboard,
+            max_rounds: None,
+            token: None,
+        }
+    }
+}
+
+/// The network a game is played with.
+#[cfg(feature = "torch")]
+pub fn net_config(spec: &EnvSpec, dueling: bool) -> Result<QNetConfig> {
+    let (shape, actions) = spec.probe()?;
+    Ok(QNetConfig::new(
+        Arch::for_observation(&shape),
+        &shape,
+        actions,
+        dueling,
+    ))
 }

@@ -19,11 +19,10 @@ use apex_telemetry::tensorboard::SummaryWriter;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{actor_config, learner_config};
+use super::config::{actor_config, learner_config, net_config};
 use super::settings::*;
 use super::{bind, cancel_on_signals, serve_metrics};
 use crate::env_cmd::GameArgs;
-use crate::evaluate::{self, EvalArgs};
 use crate::preset;
 use crate::progress::Reporter;
 
@@ -148,7 +147,7 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     {
         let (replay, stop) = (replay.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let r = replay.serve(replay_listener, stop.cancelled_owned()).await;
+            let r = replay.serve(replay_listener, stop).await;
             ("replay server", r.map_err(anyhow::Error::from))
         });
     }
@@ -206,9 +205,9 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         };
         let config = apex_evaluator::EvaluatorConfig {
             token: token.clone(),
-            ..a.eval.config(
+            ..a.eval.evaluator_config(
                 &a.game,
-                evaluate::net_config(&spec, a.net.dueling.into())?,
+                net_config(&spec, a.net.dueling.into())?,
                 learner_addr.clone(),
                 steps,
                 Some(run_dir.clone()),

@@ -1,9 +1,12 @@
 //! `apex local`, `apex replay-server`, `apex learner`, `apex actor`: the
 //! services on their own (one per machine or container) or all together
-//! (`local.rs`). Their settings are in `settings.rs`, and how settings
-//! become each service's configuration in `config.rs`.
+//! (`local.rs`), and `apex evaluator` (`evaluator.rs`). Their settings are
+//! in `settings.rs`, and how settings become each service's configuration
+//! in `config.rs`.
 
 mod config;
+#[cfg(feature = "torch")]
+mod evaluator;
 #[cfg(feature = "torch")]
 mod local;
 mod settings;
@@ -26,7 +29,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "torch")]
+pub use self::config::net_config;
+#[cfg(feature = "torch")]
 use self::config::{actor_config, learner_config};
+pub use self::config::{EVAL_SEED_OFFSET, PARALLEL_GAMES};
+#[cfg(feature = "torch")]
+pub use self::evaluator::{evaluator, EvaluatorArgs};
 #[cfg(feature = "torch")]
 pub use self::local::{local, LocalArgs};
 pub use self::settings::*;
@@ -123,7 +131,7 @@ pub async fn replay_server(a: ReplayArgs) -> Result<()> {
         ..a.store
             .replay_config(a.seed, &a.checkpoint, a.checkpoint_dir.clone())
     };
-    apex_replay_server::run(config, listener, shutdown.cancelled_owned()).await?;
+    apex_replay_server::run(config, listener, shutdown).await?;
     Ok(())
 }
 

@@ -4,24 +4,64 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use apex_env::Protocol;
 use apex_proto::auth::Token;
 use apex_proto::v1::Codec;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::env_cmd::{GameArgs, OnOff};
-#[cfg(feature = "torch")]
-use crate::evaluate::EvalArgs;
+use crate::preset::parse_switch;
 
-/// An on/off value, read the same from a flag, an `APEX_*` variable and a
-/// preset: `APEX_CUDA=1` must mean what `--cuda` means.
-pub fn parse_switch(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "on" | "yes" | "y" => Ok(true),
-        "0" | "false" | "off" | "no" | "n" => Ok(false),
-        _ => Err(format!(
-            "'{value}' is neither on nor off: use true/false, on/off, yes/no or 1/0"
-        )),
+/// Evaluation settings ([eval] in a run's config.toml).
+#[derive(Args, Clone, Serialize)]
+pub struct EvalArgs {
+    /// Evaluation games per protocol per round (0: no evaluation).
+    #[arg(long, env = "APEX_EVAL_EPISODES", default_value_t = 10)]
+    pub eval_episodes: usize,
+    /// Probability of a random action in evaluation games (Ape-X, DQN: 0.05).
+    #[arg(long, env = "APEX_EVAL_EPSILON", default_value_t = 0.05)]
+    pub eval_epsilon: f64,
+    /// Protocols each round plays, comma-separated.
+    #[arg(
+        long,
+        env = "APEX_EVAL_PROTOCOLS",
+        value_delimiter = ',',
+        default_value = "v4,v5"
+    )]
+    #[serde(serialize_with = "protocols_text")]
+    pub eval_protocols: Vec<Protocol>,
+    /// Seconds between the starts of evaluation rounds, at least.
+    #[arg(long, env = "APEX_EVAL_EVERY_SECS", default_value_t = 300)]
+    pub eval_every_secs: u64,
+    /// Most wall time evaluation may use, as a share of one core: a round
+    /// that took t seconds waits at least t / budget before the next.
+    #[arg(long, env = "APEX_EVAL_BUDGET", default_value_t = 0.1)]
+    pub eval_budget: f64,
+}
+
+fn protocols_text<S: serde::Serializer>(v: &[Protocol], s: S) -> Result<S::Ok, S::Error> {
+    let names: Vec<String> = v.iter().map(Protocol::to_string).collect();
+    s.collect_str(&names.join(","))
+}
+
+impl EvalArgs {
+    pub fn enabled(&self) -> bool {
+        self.eval_episodes > 0 && !self.eval_protocols.is_empty()
+    }
+
+    pub fn check(&self) -> Result<()> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.eval_epsilon),
+            "--eval-epsilon {} must be in [0, 1]",
+            self.eval_epsilon
+        );
+        anyhow::ensure!(
+            self.eval_budget > 0.0,
+            "--eval-budget {} must be above 0 (use --eval-episodes 0 to turn evaluation off)",
+            self.eval_budget
+        );
+        Ok(())
     }
 }
 

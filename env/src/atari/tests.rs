@@ -91,13 +91,6 @@ fn a_step_repeats_the_action_and_pools_its_last_two_frames() {
 }
 
 #[test]
-fn max_pool_takes_the_brighter_pixel() {
-    let mut a = [0u8, 9, 5, 255];
-    max_pool(&mut a, &[3, 2, 5, 0]);
-    assert_eq!(a, [3, 9, 5, 255]);
-}
-
-#[test]
 fn rewards_are_summed_over_repeats_then_clipped_to_their_sign() {
     let emu = Scripted {
         start_lives: 1,

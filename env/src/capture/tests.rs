@@ -7,7 +7,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use crate::atari::max_pool;
 
 const H: usize = 210;
 const W: usize = 160;
@@ -73,7 +72,7 @@ impl Emulator for Screens {
         }
     }
     fn rgb(&self, _: &mut [u8]) {
-        unimplemented!()
+        unreachable!("the capture reads the palette and grey screens, never RGB")
     }
 }
 
@@ -202,4 +201,11 @@ fn rows_differ_wherever_a_byte_does() {
         other[i] ^= 0x10;
         assert!(differ(&row, &other), "byte {i}");
     }
+}
+
+#[test]
+fn max_pool_takes_the_brighter_pixel() {
+    let mut a = [0u8, 9, 5, 255];
+    max_pool(&mut a, &[3, 2, 5, 0]);
+    assert_eq!(a, [3, 9, 5, 255]);
 }

@@ -42,11 +42,7 @@ pub fn start_replay(listener: TcpListener, capacity: usize) -> Replay {
     let mut config = ReplayConfig::in_memory(capacity, BATCH, 0.6, 1);
     config.store.shards = 1;
     config.sample_timeout = Duration::from_millis(200);
-    let task = tokio::spawn(apex_replay_server::run(
-        config,
-        listener,
-        shutdown.clone().cancelled_owned(),
-    ));
+    let task = tokio::spawn(apex_replay_server::run(config, listener, shutdown.clone()));
     Replay {
         addr,
         shutdown,

@@ -8,7 +8,7 @@ use apex_proto::v1::UpdatePrioritiesRequest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::retry::Retry;
+use crate::io::retry::Retry;
 use crate::LearnerError;
 
 /// Sends every update from `updates` until the channel closes; `stop` cuts

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::fused;
-use crate::state::{self, NamedTensors, StateError};
+use crate::optim::fused;
+use crate::persist::state::{self, NamedTensors, StateError};
 
 pub const BETA1: f64 = 0.9;
 pub const BETA2: f64 = 0.999;
@@ -193,7 +193,7 @@ mod tests {
         let initial = ours_net.ws.copy();
         for _ in 0..25 {
             let mut vars = ours_vs.trainable_variables();
-            crate::grad::zero_grad(&mut vars);
+            crate::optim::grad::zero_grad(&mut vars);
             loss(&ours_net, &x, &y).backward();
             ours.step();
             theirs.zero_grad();
@@ -227,7 +227,7 @@ mod tests {
         for t in 1..=5 {
             // A gradient of its own each step, the same for both.
             let g = Tensor::randn([640, 333], opts);
-            crate::grad::zero_grad(&mut [w.shallow_clone()]);
+            crate::optim::grad::zero_grad(&mut [w.shallow_clone()]);
             (&w * &g).sum(Kind::Float).backward();
             ours.step();
             m = &m * BETA1 + &g * (1.0 - BETA1);
@@ -235,7 +235,7 @@ mod tests {
             let (bias1, bias2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
             let denom = v.sqrt() / bias2.sqrt() + eps;
             want = &want - &m / denom * (lr / bias1);
-            crate::fused::assert_same_but_sqrt_rounding(&w, &want, &format!("step {t}"));
+            crate::optim::fused::assert_same_but_sqrt_rounding(&w, &want, &format!("step {t}"));
         }
         assert!(ours.exp_avg[0].equal(&m) && ours.exp_avg_sq[0].equal(&v));
     }

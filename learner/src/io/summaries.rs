@@ -14,7 +14,7 @@ use apex_proto::v1::InfoRequest;
 use apex_telemetry::tensorboard::SummaryWriter;
 use tokio_util::sync::CancellationToken;
 
-use crate::retry::Retry;
+use crate::io::retry::Retry;
 use crate::LearnerStats;
 
 /// Writes every `every` until `stop`; gives up (logged) only when the

@@ -22,8 +22,8 @@ use apex_model::{Arch, QNetConfig};
 use tch::{Device, Tensor};
 
 use crate::dqn::{Dqn, Optimizer, Saved};
-use crate::durable;
-use crate::state::{self, with_prefix, StateError};
+use crate::persist::durable;
+use crate::persist::state::{self, with_prefix, StateError};
 
 pub const FILE: &str = "checkpoint.ot";
 /// The checkpoint before the newest, the fallback when that one is damaged.

@@ -68,9 +68,10 @@ struct Raw {
     len: usize,
 }
 
-// Chunks of one array never overlap, and no two arrays share memory
-// (`fits`), so threads never touch the same float.
+// SAFETY: chunks of one array never overlap, and no two arrays share
+// memory (`fits`), so threads never touch the same float.
 unsafe impl Send for Raw {}
+// SAFETY: as for Send: every thread writes only the chunks it took.
 unsafe impl Sync for Raw {}
 
 /// Whether every tensor is a dense float array in host memory, each quad's
@@ -201,6 +202,7 @@ impl FlushSubnormals {
         const DAZ: u32 = 1 << 6;
         // SAFETY: only the two flags change, on this thread, and drop restores them.
         let saved = unsafe { _mm_getcsr() };
+        // SAFETY: as above.
         unsafe { _mm_setcsr(saved | FTZ | DAZ) };
         FlushSubnormals { saved }
     }

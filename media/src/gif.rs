@@ -414,9 +414,11 @@ mod tests {
     #[test]
     fn a_breakout_game_is_small_and_exact() {
         use rand::{Rng, SeedableRng};
-        let mut env =
-            crate::AtariEnv::new(&crate::AtariConfig::new("breakout", crate::Protocol::V4))
-                .unwrap();
+        let mut env = apex_env::AtariEnv::new(&apex_env::AtariConfig::new(
+            "breakout",
+            apex_env::Protocol::V4,
+        ))
+        .unwrap();
         env.reset();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@ use apex_proto::sample_frames;
 use apex_proto::v1::SampleResponse;
 use tch::{Kind, Tensor};
 
-use crate::upload::{Staging, Uploader};
+use crate::io::upload::{Staging, Uploader};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BatchError {

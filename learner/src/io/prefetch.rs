@@ -14,10 +14,10 @@ use apex_proto::v1::SampleRequest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, BatchError};
-use crate::retry::Retry;
+use crate::io::batch::{Batch, BatchError};
+use crate::io::retry::Retry;
+use crate::io::upload::Uploader;
 use crate::throttle::Throttle;
-use crate::upload::Uploader;
 use crate::{metrics, LearnerConfig, LearnerError, LearnerStats};
 
 /// A replay holding a bad transition can make every batch bad.

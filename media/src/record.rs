@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::ale::{SCREEN_HEIGHT, SCREEN_PIXELS, SCREEN_WIDTH};
-use crate::atari::{AtariConfig, AtariEnv, FRAME_SIZE};
-use crate::{npy, EnvError};
+use apex_env::{
+    AtariConfig, AtariEnv, EnvError, FRAME_SIZE, SCREEN_HEIGHT, SCREEN_PIXELS, SCREEN_WIDTH,
+};
+
+use crate::npy;
 
 /// Raw screens saved as PNG every this many steps (and after the first reset).
 pub const PNG_EVERY: usize = 50;

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use apex_env::record::{self, Actions};
-use apex_env::{npy, AtariConfig, Protocol};
+use apex_env::{AtariConfig, Protocol};
+use apex_media::npy;
+use apex_media::record::{self, Actions};
 use rand::{Rng, SeedableRng};
 
 fn workspace() -> PathBuf {

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use tch::Tensor;
 
-use crate::fused;
-use crate::state::{self, NamedTensors, StateError};
+use crate::optim::fused;
+use crate::persist::state::{self, NamedTensors, StateError};
 
 /// No momentum, as in both papers.
 pub struct TfRmsProp {
@@ -117,7 +117,7 @@ impl TfRmsProp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grad::zero_grad;
+    use crate::optim::grad::zero_grad;
     use tch::{Device, Kind};
 
     /// One variable w = [1, -2] with gradient g = [0.5, -3] (loss = c . w).
@@ -194,7 +194,7 @@ mod tests {
             mg = &mg * decay + &g * (1.0 - decay);
             let denom = ((&ms - mg.square()).clamp_min(0.0) + eps).sqrt();
             want = &want - &g / denom * lr;
-            crate::fused::assert_same_but_sqrt_rounding(&w, &want, &format!("step {step}"));
+            crate::optim::fused::assert_same_but_sqrt_rounding(&w, &want, &format!("step {step}"));
         }
         assert!(ours.mean_square[0].equal(&ms) && ours.mean_grad[0].equal(&mg));
     }
