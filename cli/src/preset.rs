@@ -208,6 +208,16 @@ pub fn command<C: CommandFactory>(args: &[String]) -> Result<clap::Command, Pres
 /// `command` and its subcommands, each flag whose variable `values` names
 /// defaulting to that value.
 fn with_defaults(command: clap::Command, values: &HashMap<String, String>) -> clap::Command {
+    let named = |arg: &clap::Arg| {
+        arg.get_env()
+            .and_then(|env| env.to_str())
+            .is_some_and(|env| values.contains_key(env))
+    };
+    // Only commands with such flags are touched: mutating the top level's
+    // arguments would drop clap's generated --version from its help.
+    if !command.get_arguments().any(named) {
+        return command.mut_subcommands(|sub| with_defaults(sub, values));
+    }
     command
         .mut_args(|arg| {
             let value = arg
