@@ -199,10 +199,9 @@ fn variable(command: &clap::Command, long: &str) -> Option<String> {
 pub fn command<C: CommandFactory>(args: &[String]) -> Result<clap::Command, PresetError> {
     let name = chosen(args);
     let preset = load(&name)?;
-    let values: HashMap<String, String> = settings(&name, &preset, &C::command())?
-        .into_iter()
-        .collect();
-    Ok(with_defaults(C::command(), &values))
+    let base = C::command();
+    let values: HashMap<String, String> = settings(&name, &preset, &base)?.into_iter().collect();
+    Ok(with_defaults(base, &values))
 }
 
 /// `command` and its subcommands, each flag whose variable `values` names
