@@ -271,6 +271,7 @@ mod tests {
             seed: 5,
             codec: Codec::Lz4,
             token: None,
+            tls: Default::default(),
             inference_groups: groups,
             torch_threads: 1,
         }

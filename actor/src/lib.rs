@@ -19,6 +19,7 @@ use apex_env::{EnvError, EnvSpec, Environment, GameSummary};
 use apex_model::policy::PolicyNet;
 use apex_model::{Arch, QNetConfig};
 use apex_proto::auth::{Channel, Token};
+use apex_proto::tls::Tls;
 use apex_proto::transport::{pause_or_stop, Retry};
 use apex_proto::v1::parameters_client::ParametersClient;
 use apex_proto::v1::replay_client::ReplayClient;
@@ -63,6 +64,8 @@ pub struct ActorConfig {
     pub codec: Codec,
     /// Sent with every call to the replay server and the learner.
     pub token: Option<Token>,
+    /// For `https://` addresses.
+    pub tls: Tls,
     /// The environments are valued in this many groups, one forward pass
     /// each on an inference thread while the stepping thread steps the other
     /// groups (1: the stepping thread runs every pass itself).
@@ -140,30 +143,8 @@ pub async fn run(
     stats: Arc<ActorStats>,
 ) -> Result<ActorReport, ActorError> {
     metrics::describe();
-    if config.envs == 0 {
-        return Err(ActorError::NoEnvs);
-    }
-    let envs: Vec<Box<dyn Environment>> = (0..config.envs)
-        .map(|j| {
-            config.env.make(
-                config
-                    .seed
-                    .wrapping_add((config.actor_index * config.envs + j) as u64),
-            )
-        })
-        .collect::<Result<_, _>>()?;
+    let envs = make_envs(&config)?;
     let obs_shape = envs[0].obs_shape();
-    // A transition refers back to frames named up to channels + n + 2 steps
-    // of each environment earlier; the replay remembers a window of them,
-    // half of which old but unchanged screens may use (FRAME_REUSE_AGE).
-    let steps_back = obs_shape[0] + config.n_step + 2;
-    let room = (apex_proto::STREAM_FRAME_WINDOW - apex_proto::FRAME_REUSE_AGE) as usize;
-    if config.envs * steps_back > room {
-        return Err(ActorError::TooManyEnvs {
-            envs: config.envs,
-            most: room / steps_back,
-        });
-    }
     let net = QNetConfig::new(
         config.arch,
         &obs_shape,
@@ -183,7 +164,7 @@ pub async fn run(
         addr: config.replay_addr.clone(),
         status,
     };
-    let Some(learner) = apex_proto::connect(&config.learner_addr, config.token.as_ref(), &shutdown)
+    let Some(learner) = apex_proto::connect(&config.learner_addr, config.token.as_ref(), &config.tls, &shutdown)
         .await
         .map_err(ActorError::Address)?
     else {
@@ -192,23 +173,19 @@ pub async fn run(
     let mut params = ParametersClient::new(learner).max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Play with the learner's network from the first step.
     let mut retry = Retry::new("GetWeights", &config.learner_addr);
-    let FetchedWeights {
+    let Some(FetchedWeights {
         version,
         data: weights,
         ..
-    } = loop {
-        let wait = match fetch_weights(&mut params, 0).await {
-            Ok(Some(w)) => break w,
-            Ok(None) => Duration::from_millis(200),
-            Err(s) => retry.failed(&s).map_err(learner_err)?,
-        };
-        if pause_or_stop(wait, &shutdown).await {
-            return Ok(report(&stats));
-        }
+    }) = first_weights(&mut params, &mut retry, &shutdown)
+        .await
+        .map_err(learner_err)?
+    else {
+        return Ok(report(&stats));
     };
     let policy = PolicyNet::from_weights(net, &weights, version).map_err(ActorError::Weights)?;
 
-    let Some(replay) = apex_proto::connect(&config.replay_addr, config.token.as_ref(), &shutdown)
+    let Some(replay) = apex_proto::connect(&config.replay_addr, config.token.as_ref(), &config.tls, &shutdown)
         .await
         .map_err(ActorError::Address)?
     else {
@@ -276,19 +253,71 @@ pub async fn run(
     stop.cancel();
     let polled = poller.await.expect("weights poller panicked");
     outcome.map_err(replay_err)?;
-    if shutdown.is_cancelled() {
-        // What the server acknowledges in a few seconds is kept; the rest
-        // goes with the shutdown.
-        match tokio::time::timeout(FINISH_AT_SHUTDOWN, sender.finish()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(status)) => tracing::debug!(%status, "insert stream ended at shutdown"),
-            Err(_) => tracing::debug!("unacknowledged batches left at shutdown"),
-        }
-    } else {
-        sender.finish().await.map_err(replay_err)?;
-    }
+    finish(sender, &shutdown).await.map_err(replay_err)?;
     polled.map_err(learner_err)?;
     Ok(report(&stats))
+}
+
+/// This actor's environments, each seeded by its place among all actors'.
+fn make_envs(config: &ActorConfig) -> Result<Vec<Box<dyn Environment>>, ActorError> {
+    if config.envs == 0 {
+        return Err(ActorError::NoEnvs);
+    }
+    let envs: Vec<Box<dyn Environment>> = (0..config.envs)
+        .map(|j| {
+            config.env.make(
+                config
+                    .seed
+                    .wrapping_add((config.actor_index * config.envs + j) as u64),
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    // A transition refers back to frames named up to channels + n + 2 steps
+    // of each environment earlier; the replay remembers a window of them,
+    // half of which old but unchanged screens may use (FRAME_REUSE_AGE).
+    let steps_back = envs[0].obs_shape()[0] + config.n_step + 2;
+    let room = (apex_proto::STREAM_FRAME_WINDOW - apex_proto::FRAME_REUSE_AGE) as usize;
+    if config.envs * steps_back > room {
+        return Err(ActorError::TooManyEnvs {
+            envs: config.envs,
+            most: room / steps_back,
+        });
+    }
+    Ok(envs)
+}
+
+/// The learner's first publication, waited for; `None` if `shutdown`
+/// comes first.
+async fn first_weights(
+    params: &mut ParametersClient<Channel>,
+    retry: &mut Retry,
+    shutdown: &CancellationToken,
+) -> Result<Option<FetchedWeights>, tonic::Status> {
+    loop {
+        let wait = match fetch_weights(params, 0).await {
+            Ok(Some(w)) => return Ok(Some(w)),
+            Ok(None) => Duration::from_millis(200),
+            Err(s) => retry.failed(&s)?,
+        };
+        if pause_or_stop(wait, shutdown).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// Ends the insert stream: at shutdown, what the server acknowledges in a
+/// few seconds is kept and the rest goes with the shutdown; otherwise
+/// every batch must be acknowledged.
+async fn finish(sender: Sender, shutdown: &CancellationToken) -> Result<(), tonic::Status> {
+    if !shutdown.is_cancelled() {
+        return sender.finish().await;
+    }
+    match tokio::time::timeout(FINISH_AT_SHUTDOWN, sender.finish()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(status)) => tracing::debug!(%status, "insert stream ended at shutdown"),
+        Err(_) => tracing::debug!("unacknowledged batches left at shutdown"),
+    }
+    Ok(())
 }
 
 /// Fetches newer weights whenever the actor asks, and builds the new

@@ -85,6 +85,7 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
         beta_anneal_updates: max_updates,
         tensorboard: None,
         token: None,
+        tls: Default::default(),
     }
 }
 
@@ -123,6 +124,7 @@ fn actor_config(
         seed: 17 + index as u64,
         codec,
         token: None,
+        tls: Default::default(),
         // Two actors of 3 or 4 environments: one in groups, one not.
         inference_groups: 1 + index,
         torch_threads: 1,

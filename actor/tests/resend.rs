@@ -85,7 +85,7 @@ async fn weights_service(token: Option<Token>) -> String {
         token,
     );
     tokio::spawn(
-        apex_proto::transport::server()
+        apex_proto::transport::server(&Default::default())
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -112,6 +112,7 @@ fn actor_config(replay: String, learner: String, steps: u64, token: Option<Token
         seed: 5,
         codec: Codec::Lz4,
         token,
+        tls: Default::default(),
         inference_groups: 2,
         torch_threads: 1,
     }
@@ -121,13 +122,14 @@ fn replay_config(dir: &std::path::Path, token: Option<Token>) -> ReplayConfig {
     ReplayConfig {
         checkpoint_dir: Some(dir.to_owned()),
         token,
+        tls: Default::default(),
         ..ReplayConfig::in_memory(1_000_000, 1, 0.6, 0)
     }
 }
 
 async fn inserted_total(addr: SocketAddr, token: Option<&Token>) -> u64 {
     let shutdown = CancellationToken::new();
-    let channel = apex_proto::connect(&format!("http://{addr}"), token, &shutdown)
+    let channel = apex_proto::connect(&format!("http://{addr}"), token, &Default::default(), &shutdown)
         .await
         .unwrap()
         .unwrap();

@@ -85,7 +85,7 @@ pub async fn run(a: ActorBenchArgs) -> Result<()> {
         shutdown.clone(),
     ));
     let params = tokio::spawn(
-        apex_proto::transport::server()
+        apex_proto::transport::server(&Default::default())
             .add_service(
                 apex_proto::v1::parameters_server::ParametersServer::new(
                     apex_learner::io::weights::ParametersService::new(published),
@@ -117,6 +117,7 @@ pub async fn run(a: ActorBenchArgs) -> Result<()> {
         seed: 0,
         codec: apex_proto::v1::Codec::Lz4,
         token: None,
+        tls: Default::default(),
         inference_groups: a.inference_groups,
         torch_threads: a.torch_threads,
     };

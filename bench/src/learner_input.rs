@@ -135,11 +135,12 @@ async fn measure(
         beta_anneal_updates: 1,
         tensorboard: None,
         token: None,
+        tls: Default::default(),
     };
     let (tx, mut rx) = mpsc::channel(config.prefetch);
     let stop = CancellationToken::new();
     // The learner's own kind of client (what `apex_learner::run` makes).
-    let channel = apex_proto::connect(addr, None, &stop)
+    let channel = apex_proto::connect(addr, None, &Default::default(), &stop)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .context("stopped while connecting")?;

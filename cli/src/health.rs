@@ -30,9 +30,9 @@ pub async fn run(a: HealthArgs) -> Result<()> {
     } else {
         format!("http://{}", a.addr)
     };
-    a.auth.configure()?;
+    let tls = a.auth.load()?.tls;
     let wait = Duration::from_secs_f64(a.timeout.max(0.001));
-    let endpoint = apex_proto::transport::endpoint(&uri)
+    let endpoint = apex_proto::transport::endpoint(&uri, &tls)
         .map_err(|_| anyhow::anyhow!("'{}' is not an address: use host:port", a.addr))?
         .connect_timeout(wait)
         .timeout(wait);

@@ -68,6 +68,8 @@ pub struct EvaluatorConfig {
     pub max_rounds: Option<u64>,
     /// Sent with every call to the learner and the replay server.
     pub token: Option<apex_proto::auth::Token>,
+    /// For `https://` addresses.
+    pub tls: apex_proto::tls::Tls,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,11 +137,15 @@ pub fn frame_skip(env: &EnvSpec) -> u64 {
     }
 }
 
-async fn env_steps(source: &EnvSteps, token: Option<&apex_proto::auth::Token>) -> Option<u64> {
+async fn env_steps(
+    source: &EnvSteps,
+    token: Option<&apex_proto::auth::Token>,
+    tls: &apex_proto::tls::Tls,
+) -> Option<u64> {
     match source {
         EnvSteps::Local(f) => Some(f()),
         EnvSteps::Replay(addr) => {
-            let channel = apex_proto::transport::endpoint(addr)
+            let channel = apex_proto::transport::endpoint(addr, tls)
                 .ok()?
                 .connect()
                 .await
@@ -170,7 +176,7 @@ pub async fn run(
         addr: config.learner_addr.clone(),
         status,
     };
-    let Some(channel) = apex_proto::connect(&config.learner_addr, config.token.as_ref(), &shutdown)
+    let Some(channel) = apex_proto::connect(&config.learner_addr, config.token.as_ref(), &config.tls, &shutdown)
         .await
         .map_err(EvalError::Address)?
     else {
@@ -209,7 +215,7 @@ pub async fn run(
         retry.succeeded();
         have = weights.version;
         let round_start = Instant::now();
-        let steps = env_steps(&config.env_steps, config.token.as_ref()).await;
+        let steps = env_steps(&config.env_steps, config.token.as_ref(), &config.tls).await;
         let done = round(&config, weights, steps, started, &stats, &shutdown).await?;
         if !done {
             return Ok(());

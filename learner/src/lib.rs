@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use apex_model::{Arch, QNetConfig};
 use apex_proto::auth::Token;
+use apex_proto::tls::Tls;
 use apex_proto::v1::parameters_server::ParametersServer;
 use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::MAX_MESSAGE_BYTES;
@@ -70,6 +71,9 @@ pub struct LearnerConfig {
     /// Sent to the replay server and required of actors fetching weights
     /// (see `apex_proto::auth`); none: calls go without, and anyone may fetch.
     pub token: Option<Token>,
+    /// Served to actors and evaluators where it has an identity, and used
+    /// for an `https://` replay address.
+    pub tls: Tls,
 }
 
 impl LearnerConfig {
@@ -181,6 +185,31 @@ pub async fn run(
 ) -> Result<LearnerReport, LearnerError> {
     metrics::describe();
     let stop = shutdown.child_token();
+    let (dqn, resumed_version) = start_dqn(&config)?;
+    tracing::info!(
+        device = ?dqn.device(),
+        input_workers = config.input_workers,
+        "learner starting"
+    );
+    let version = resumed_version + 1;
+    stats.updates.store(dqn.updates(), Ordering::Relaxed);
+    let published = Published::default();
+    train::publish(&dqn, version, &published, &stats)?;
+    let server = serve_weights(&config, listener, &published, &stats, &stop).await;
+    let result = train_on_replay(&config, dqn, version, &published, &stats, &stop).await;
+    stop.cancel();
+    let _ = server.await;
+    result?;
+    Ok(LearnerReport {
+        updates: stats.updates.load(Ordering::Relaxed),
+        version: stats.version.load(Ordering::Relaxed),
+    })
+}
+
+/// The Q-networks and optimizer on their device, resumed from the run
+/// folder's newest readable checkpoint if there is one; with the version
+/// the resumed learner had published (0 when new).
+fn start_dqn(config: &LearnerConfig) -> Result<(Dqn, u64), LearnerError> {
     let net = QNetConfig::new(
         config.arch,
         &config.obs_shape,
@@ -206,120 +235,121 @@ pub async fn run(
         // Batch shapes never change: let cuDNN pick its fastest kernels once.
         tch::Cuda::cudnn_set_benchmark(true);
     }
-    tracing::info!(
-        ?device,
-        input_workers = config.input_workers,
-        "learner starting"
-    );
-    let version = resumed.as_ref().map_or(0, |r| r.version) + 1;
-    stats.updates.store(dqn.updates(), Ordering::Relaxed);
-    let published = Published::default();
-    train::publish(&dqn, version, &published, &stats)?;
+    Ok((dqn, resumed.map_or(0, |r| r.version)))
+}
 
-    let server = {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<ParametersServer<ParametersService>>()
-            .await;
-        tokio::spawn(apex_proto::health::watch(
-            health.clone(),
-            <ParametersServer<ParametersService> as tonic::server::NamedService>::NAME,
-            stats.busy.clone(),
-            UPDATE_STUCK_AFTER,
-            stop.clone(),
-        ));
-        let service = ParametersServer::new(ParametersService::new(published.clone()))
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let service = apex_proto::auth::guard(service, config.token.clone());
-        let stop = stop.clone();
-        tokio::spawn(
-            apex_proto::transport::server()
-                .add_service(health_service)
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    apex_proto::transport::incoming(listener),
-                    stop.cancelled_owned(),
-                ),
-        )
-    };
+/// Serves the published weights and the learner's health (NOT_SERVING once
+/// an update is stuck) on `listener` until `stop`.
+async fn serve_weights(
+    config: &LearnerConfig,
+    listener: TcpListener,
+    published: &Published,
+    stats: &Arc<LearnerStats>,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ParametersServer<ParametersService>>()
+        .await;
+    tokio::spawn(apex_proto::health::watch(
+        health.clone(),
+        <ParametersServer<ParametersService> as tonic::server::NamedService>::NAME,
+        stats.busy.clone(),
+        UPDATE_STUCK_AFTER,
+        stop.clone(),
+    ));
+    let service = ParametersServer::new(ParametersService::new(published.clone()))
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let service = apex_proto::auth::guard(service, config.token.clone());
+    tokio::spawn(
+        apex_proto::transport::server(&config.tls)
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                apex_proto::transport::incoming(listener),
+                stop.clone().cancelled_owned(),
+            ),
+    )
+}
 
+/// Trains on batches from the replay server until `stop`, the update
+/// budget or a failure, with its helpers: the batch prefetcher, the
+/// priority sender and the TensorBoard summaries.
+async fn train_on_replay(
+    config: &LearnerConfig,
+    mut dqn: Dqn,
+    version: u64,
+    published: &Published,
+    stats: &Arc<LearnerStats>,
+    stop: &CancellationToken,
+) -> Result<(), LearnerError> {
     let addr = config.replay_addr.clone();
-    let result = async {
-        let Some(channel) = apex_proto::connect(&addr, config.token.as_ref(), &stop)
-            .await
-            .map_err(LearnerError::Address)?
-        else {
-            return Ok(());
-        };
-        let client = ReplayClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let (batch_tx, batch_rx) = mpsc::channel(config.prefetch.max(1));
-        let prefetcher = tokio::spawn(prefetch::prefetch(
+    let Some(channel) = apex_proto::connect(&addr, config.token.as_ref(), &config.tls, stop)
+        .await
+        .map_err(LearnerError::Address)?
+    else {
+        return Ok(());
+    };
+    let client = ReplayClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (batch_tx, batch_rx) = mpsc::channel(config.prefetch.max(1));
+    let prefetcher = tokio::spawn(prefetch::prefetch(
+        client.clone(),
+        config.clone(),
+        upload::Uploader::new(dqn.device()),
+        stats.clone(),
+        batch_tx,
+        stop.clone(),
+    ));
+    let summaries = config.tensorboard.clone().map(|writer| {
+        tokio::spawn(summaries::write(
             client.clone(),
-            config.clone(),
-            upload::Uploader::new(dqn.device()),
+            addr.clone(),
+            writer,
             stats.clone(),
-            batch_tx,
+            SUMMARY_EVERY,
             stop.clone(),
-        ));
-        let summaries = config.tensorboard.clone().map(|writer| {
-            tokio::spawn(summaries::write(
-                client.clone(),
-                addr.clone(),
-                writer,
-                stats.clone(),
-                SUMMARY_EVERY,
-                stop.clone(),
-            ))
-        });
-        let (prio_tx, prio_rx) = mpsc::channel(16);
-        let prioritizer = {
-            let (addr, stop) = (addr.clone(), stop.clone());
-            tokio::spawn(async move {
-                let sent = priorities::send(client, prio_rx, addr, stop.clone()).await;
-                if sent.is_err() {
-                    stop.cancel();
-                }
-                sent
-            })
-        };
-        let training = {
-            let (config, published, stats) = (config.clone(), published.clone(), stats.clone());
-            tokio::task::spawn_blocking(move || {
-                let out = train::Outputs {
-                    priorities: prio_tx,
-                    published: &published,
-                    stats: &stats,
-                    run_dir: config.run_dir.as_deref(),
-                };
-                train::train(&mut dqn, &config, batch_rx, out, version)
-            })
-        };
-        // Every helper's end is looked at: a failed one is the learner's
-        // failure, never a clean stop.
-        let outcome = training
-            .await
-            .unwrap_or_else(|e| Err(LearnerError::task("training loop", e)));
-        stop.cancel();
-        let prefetched = prefetcher
-            .await
-            .map_err(|e| LearnerError::task("batch prefetch", e));
-        let prioritized = prioritizer
-            .await
-            .unwrap_or_else(|e| Err(LearnerError::task("priority sender", e)));
-        if let Some(task) = summaries {
-            let _ = task.await;
-        }
-        outcome.and(prefetched).and(prioritized)
-    }
-    .await;
+        ))
+    });
+    let (prio_tx, prio_rx) = mpsc::channel(16);
+    let prioritizer = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        tokio::spawn(async move {
+            let sent = priorities::send(client, prio_rx, addr, stop.clone()).await;
+            if sent.is_err() {
+                stop.cancel();
+            }
+            sent
+        })
+    };
+    let training = {
+        let (config, published, stats) = (config.clone(), published.clone(), stats.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = train::Outputs {
+                priorities: prio_tx,
+                published: &published,
+                stats: &stats,
+                run_dir: config.run_dir.as_deref(),
+            };
+            train::train(&mut dqn, &config, batch_rx, out, version)
+        })
+    };
+    // Every helper's end is looked at: a failed one is the learner's
+    // failure, never a clean stop.
+    let outcome = training
+        .await
+        .unwrap_or_else(|e| Err(LearnerError::task("training loop", e)));
     stop.cancel();
-    let _ = server.await;
-    result?;
-    Ok(LearnerReport {
-        updates: stats.updates.load(Ordering::Relaxed),
-        version: stats.version.load(Ordering::Relaxed),
-    })
+    let prefetched = prefetcher
+        .await
+        .map_err(|e| LearnerError::task("batch prefetch", e));
+    let prioritized = prioritizer
+        .await
+        .unwrap_or_else(|e| Err(LearnerError::task("priority sender", e)));
+    if let Some(task) = summaries {
+        let _ = task.await;
+    }
+    outcome.and(prefetched).and(prioritized)
 }

@@ -205,6 +205,7 @@ mod tests {
             beta_anneal_updates: 100,
             tensorboard: None,
             token: None,
+            tls: Default::default(),
         }
     }
 

@@ -57,15 +57,17 @@ impl v1::Shape {
     }
 }
 
-/// Connects to `addr` (`http://host:port`), retrying until the server
-/// answers, and sends `token` with every call; `Ok(None)` if `shutdown`
-/// comes first, `Err(addr)` if the address is malformed.
+/// Connects to `addr` (`http://host:port`, or `https://` with `tls`),
+/// retrying until the server answers, and sends `token` with every call;
+/// `Ok(None)` if `shutdown` comes first, `Err(addr)` if the address is
+/// malformed.
 pub async fn connect(
     addr: &str,
     token: Option<&auth::Token>,
+    tls: &tls::Tls,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<auth::Channel>, String> {
-    let endpoint = transport::endpoint(addr)?;
+    let endpoint = transport::endpoint(addr, tls)?;
     let mut warned = false;
     loop {
         tokio::select! {

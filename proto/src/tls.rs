@@ -1,14 +1,15 @@
 //! TLS (rustls) for apex's gRPC, with optional client certificates (mTLS).
 //!
-//! A process has one identity, so TLS is configured once, at start
-//! ([`configure`]): from then on every server it starts
-//! ([`crate::transport::server`]) serves TLS, and every `https://` address
-//! it calls ([`crate::transport::endpoint`]) is verified against the
-//! configured CA (or the system's roots). `http://` addresses stay
-//! plaintext, so one process may call a TLS learner and a loopback replay.
+//! A process reads its TLS files once, at start ([`Tls::load`]), and hands
+//! the result to every server it starts ([`crate::transport::server`]) and
+//! every client it makes ([`crate::transport::endpoint`]), the way it hands
+//! them its token: no process-wide state. A server with an identity serves
+//! TLS; an `https://` address is verified against the configured CA (or
+//! the system's roots); `http://` addresses stay plaintext, so one process
+//! may call a TLS learner and a loopback replay.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
 
@@ -54,17 +55,37 @@ pub enum TlsError {
     ClientCaWithoutIdentity,
     #[error("the TLS settings do not work: {0}")]
     Invalid(String),
-    #[error("TLS is already configured in this process with other settings")]
-    AlreadyConfigured,
 }
 
-struct Tls {
+/// A process's TLS settings, read and checked once: the server side where
+/// it has an identity, the client side for `https://` addresses. The
+/// default is plaintext servers, and the system's roots for `https://`.
+/// Cheap to clone; two are equal when they came from the same files.
+#[derive(Clone, Default)]
+pub struct Tls {
     files: String,
+    configs: Option<Arc<Configs>>,
+}
+
+struct Configs {
     server: Option<ServerTlsConfig>,
     client: ClientTlsConfig,
 }
 
-static TLS: OnceLock<Tls> = OnceLock::new();
+impl PartialEq for Tls {
+    fn eq(&self, other: &Self) -> bool {
+        self.files == other.files
+    }
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.configs {
+            None => f.write_str("Tls(plaintext)"),
+            Some(_) => write!(f, "Tls({})", self.files),
+        }
+    }
+}
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
@@ -73,78 +94,68 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Reads and checks `files`, then makes them this process's TLS settings.
-/// Nothing given: nothing changes and `Ok(false)`. Configuring the same
-/// files twice is fine (an `apex local` starts several services); other
-/// files the second time are an error.
-pub fn configure(files: &TlsFiles) -> Result<bool, TlsError> {
-    if !files.any() {
-        return Ok(false);
-    }
-    let described = format!("{files:?}");
-    if let Some(tls) = TLS.get() {
-        return if tls.files == described {
-            Ok(true)
-        } else {
-            Err(TlsError::AlreadyConfigured)
-        };
-    }
-    let identity = match (&files.cert, &files.key) {
-        (Some(cert), Some(key)) => Some(Identity::from_pem(read(cert)?, read(key)?)),
-        (None, None) => None,
-        _ => return Err(TlsError::HalfIdentity),
-    };
-    let server = match &identity {
-        Some(identity) => {
-            let mut config = ServerTlsConfig::new().identity(identity.clone());
-            if let Some(ca) = &files.client_ca {
-                config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-            }
-            // Parses the key and certificates now, so a bad file fails at
-            // start with its reason, not at the first connection.
-            Server::builder()
-                .tls_config(config.clone())
-                .map_err(|e| TlsError::Invalid(error_chain(&e)))?;
-            Some(config)
+impl Tls {
+    /// Reads and checks `files`: a bad or missing file fails here, with its
+    /// reason, not at the first connection. Nothing given: the default.
+    pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
+        if !files.any() {
+            return Ok(Tls::default());
         }
-        None if files.client_ca.is_some() => return Err(TlsError::ClientCaWithoutIdentity),
-        None => None,
-    };
-    let mut client = ClientTlsConfig::new();
-    client = match &files.ca {
-        Some(ca) => client.ca_certificate(Certificate::from_pem(read(ca)?)),
-        None => client.with_native_roots(),
-    };
-    if let Some(identity) = identity {
-        client = client.identity(identity);
+        let identity = match (&files.cert, &files.key) {
+            (Some(cert), Some(key)) => Some(Identity::from_pem(read(cert)?, read(key)?)),
+            (None, None) => None,
+            _ => return Err(TlsError::HalfIdentity),
+        };
+        let server = match &identity {
+            Some(identity) => {
+                let mut config = ServerTlsConfig::new().identity(identity.clone());
+                if let Some(ca) = &files.client_ca {
+                    config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+                }
+                // Parses the key and certificates now.
+                Server::builder()
+                    .tls_config(config.clone())
+                    .map_err(|e| TlsError::Invalid(error_chain(&e)))?;
+                Some(config)
+            }
+            None if files.client_ca.is_some() => return Err(TlsError::ClientCaWithoutIdentity),
+            None => None,
+        };
+        let mut client = ClientTlsConfig::new();
+        client = match &files.ca {
+            Some(ca) => client.ca_certificate(Certificate::from_pem(read(ca)?)),
+            None => client.with_native_roots(),
+        };
+        if let Some(identity) = identity {
+            client = client.identity(identity);
+        }
+        if let Some(domain) = &files.domain {
+            client = client.domain_name(domain.clone());
+        }
+        Ok(Tls {
+            files: format!("{files:?}"),
+            configs: Some(Arc::new(Configs { server, client })),
+        })
     }
-    if let Some(domain) = &files.domain {
-        client = client.domain_name(domain.clone());
-    }
-    let tls = Tls {
-        files: described.clone(),
-        server,
-        client,
-    };
-    match TLS.set(tls) {
-        Ok(()) => Ok(true),
-        Err(_) if TLS.get().is_some_and(|t| t.files == described) => Ok(true),
-        Err(_) => Err(TlsError::AlreadyConfigured),
-    }
-}
 
-/// The server side, where this process has an identity.
-pub(crate) fn server_config() -> Option<ServerTlsConfig> {
-    TLS.get().and_then(|t| t.server.clone())
-}
+    /// Whether servers made with these settings serve TLS.
+    pub fn serves_tls(&self) -> bool {
+        self.configs.as_ref().is_some_and(|c| c.server.is_some())
+    }
 
-/// The client side for `https://` addresses: the configured CA and
-/// identity, or the system's roots.
-pub(crate) fn client_config() -> ClientTlsConfig {
-    TLS.get().map_or_else(
-        || ClientTlsConfig::new().with_native_roots(),
-        |t| t.client.clone(),
-    )
+    /// The server side, where this process has an identity.
+    pub(crate) fn server_config(&self) -> Option<ServerTlsConfig> {
+        self.configs.as_ref().and_then(|c| c.server.clone())
+    }
+
+    /// The client side for `https://` addresses: the configured CA and
+    /// identity, or the system's roots.
+    pub(crate) fn client_config(&self) -> ClientTlsConfig {
+        match &self.configs {
+            Some(c) => c.client.clone(),
+            None => ClientTlsConfig::new().with_native_roots(),
+        }
+    }
 }
 
 /// An error with its sources: rustls's reasons sit below tonic's summary.

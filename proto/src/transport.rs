@@ -11,6 +11,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
 use tonic::Code;
 
+use crate::tls::Tls;
+
 /// A ping on every connection this often; no answer within the timeout
 /// closes it, failing the calls on it with UNAVAILABLE.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -37,9 +39,9 @@ pub fn incoming(listener: TcpListener) -> TcpIncoming {
 pub const UNARY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A client endpoint for `addr` with keepalives and a connect timeout, and
-/// TLS for an `https://` address (crate::tls); `Err(addr)` when the address
-/// is malformed.
-pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
+/// `tls` for an `https://` address; `Err(addr)` when the address is
+/// malformed.
+pub fn endpoint(addr: &str, tls: &Tls) -> Result<Endpoint, String> {
     let mut endpoint = Endpoint::from_shared(addr.to_owned())
         .map_err(|_| addr.to_owned())?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -49,24 +51,24 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
         .keep_alive_while_idle(true);
     if addr.starts_with("https://") {
         endpoint = endpoint
-            .tls_config(crate::tls::client_config())
+            .tls_config(tls.client_config())
             .map_err(|_| addr.to_owned())?;
     }
     Ok(endpoint)
 }
 
 /// A server builder with keepalives, a cap on streams per connection, and
-/// TLS where this process has an identity (crate::tls).
-pub fn server() -> Server {
+/// TLS where `tls` has an identity.
+pub fn server(tls: &Tls) -> Server {
     let server = Server::builder()
         .tcp_keepalive(Some(TCP_KEEPALIVE))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
-    match crate::tls::server_config() {
-        Some(tls) => server
-            .tls_config(tls)
-            .expect("tls::configure checked these settings"),
+    match tls.server_config() {
+        Some(config) => server
+            .tls_config(config)
+            .expect("Tls::load checked these settings"),
         None => server,
     }
 }

@@ -1,11 +1,11 @@
 //! TLS and mTLS between apex's own client and server builders, with
 //! certificates made here: a client that trusts the CA and shows its
 //! certificate is served; plaintext, an unknown CA and a client without a
-//! certificate are refused. Its own test process: TLS is per process.
+//! certificate are refused.
 
 use std::path::Path;
 
-use apex_proto::tls::{configure, TlsFiles};
+use apex_proto::tls::{Tls, TlsFiles};
 use apex_proto::transport;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -69,7 +69,7 @@ async fn mutual_tls_serves_trusted_clients_and_refuses_the_rest() {
         cert: Some(cert.clone()),
         ..Default::default()
     };
-    assert!(configure(&half)
+    assert!(Tls::load(&half)
         .unwrap_err()
         .to_string()
         .contains("--tls-key"));
@@ -78,7 +78,7 @@ async fn mutual_tls_serves_trusted_clients_and_refuses_the_rest() {
         key: Some(dir.path().join("absent.key")),
         ..Default::default()
     };
-    assert!(configure(&missing)
+    assert!(Tls::load(&missing)
         .unwrap_err()
         .to_string()
         .contains("absent.key"));
@@ -89,7 +89,7 @@ async fn mutual_tls_serves_trusted_clients_and_refuses_the_rest() {
         key: Some(garbage),
         ..Default::default()
     };
-    assert!(configure(&bad).is_err());
+    assert!(Tls::load(&bad).is_err());
 
     let files = TlsFiles {
         cert: Some(cert),
@@ -98,30 +98,33 @@ async fn mutual_tls_serves_trusted_clients_and_refuses_the_rest() {
         client_ca: Some(ca_path),
         domain: None,
     };
-    assert!(configure(&files).unwrap());
-    assert!(
-        configure(&files).unwrap(),
-        "the same settings again are fine"
+    let tls = Tls::load(&files).unwrap();
+    assert!(tls.serves_tls());
+    assert_eq!(
+        Tls::load(&files).unwrap(),
+        tls,
+        "the same settings again are the same"
     );
+    assert!(!Tls::load(&TlsFiles::default()).unwrap().serves_tls());
 
     let (_reporter, health) = tonic_health::server::health_reporter();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
-        transport::server()
+        transport::server(&tls)
             .add_service(health)
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
     // Our own client: verifies the server, shows its certificate.
     let https = format!("https://{addr}");
-    assert_eq!(check(transport::endpoint(&https).unwrap()).await, Ok(1));
+    assert_eq!(check(transport::endpoint(&https, &tls).unwrap()).await, Ok(1));
     let by_name = format!("https://localhost:{}", addr.port());
-    assert_eq!(check(transport::endpoint(&by_name).unwrap()).await, Ok(1));
+    assert_eq!(check(transport::endpoint(&by_name, &tls).unwrap()).await, Ok(1));
 
     // Plaintext to a TLS server.
     let http = format!("http://{addr}");
-    assert!(check(transport::endpoint(&http).unwrap()).await.is_err());
+    assert!(check(transport::endpoint(&http, &tls).unwrap()).await.is_err());
 
     // A client that trusts the CA but has no certificate of its own.
     let anonymous = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ours.cert.pem()));

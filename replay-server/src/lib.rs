@@ -80,6 +80,8 @@ pub struct ReplayConfig {
     pub max_insert_streams: usize,
     /// Calls without this bearer token are refused; none: open.
     pub token: Option<apex_proto::auth::Token>,
+    /// Served where it has an identity; plaintext otherwise.
+    pub tls: apex_proto::tls::Tls,
 }
 
 /// Defaults for the limits: room for 64 actors' windows of Atari frames.
@@ -109,6 +111,7 @@ impl ReplayConfig {
             stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
             max_insert_streams: DEFAULT_MAX_INSERT_STREAMS,
             token: None,
+            tls: Default::default(),
         }
     }
 }
@@ -423,7 +426,7 @@ impl Replay {
             })
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = apex_proto::transport::server()
+        let server = apex_proto::transport::server(&self.inner.config.tls)
             .add_service(health_service)
             .add_service(service)
             .serve_with_incoming_shutdown(apex_proto::transport::incoming(listener), async {

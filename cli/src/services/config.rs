@@ -92,6 +92,7 @@ pub(super) fn learner_config(
         beta_anneal_updates: t.beta_anneal_updates,
         tensorboard: None,
         token: None,
+        tls: Default::default(),
     })
 }
 
@@ -130,6 +131,7 @@ pub(super) fn actor_config(
         seed: game.seed,
         codec: a.frame_codec.into(),
         token: None,
+        tls: Default::default(),
         inference_groups: a.inference_groups,
         torch_threads: a.actor_torch_threads,
     })
@@ -202,6 +204,7 @@ impl EvalArgs {
             tensorboard,
             max_rounds: None,
             token: None,
+            tls: Default::default(),
         }
     }
 }

@@ -53,8 +53,10 @@ pub async fn evaluator(a: EvaluatorArgs) -> Result<()> {
     let net = net_config(&spec, a.net.dueling.into())?;
     let tensorboard = SummaryWriter::create(&a.run_dir)?;
     let steps = a.replay.map_or(EnvSteps::Unknown, EnvSteps::Replay);
+    let access = a.auth.load()?;
     let config = EvaluatorConfig {
-        token: a.auth.configure()?,
+        token: access.token,
+        tls: access.tls,
         ..a.eval.evaluator_config(
             &a.game,
             net,

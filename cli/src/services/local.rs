@@ -77,6 +77,9 @@ fn free_metrics_addr(ports: std::ops::RangeInclusive<u16>) -> Result<SocketAddr>
         })
 }
 
+/// The services' tasks: each ends with its name and how it ended.
+type Tasks = tokio::task::JoinSet<(&'static str, Result<()>)>;
+
 /// Everything in this process, wired over loopback gRPC.
 pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let actors = a.local.actors;
@@ -88,38 +91,16 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let spec = a.game.spec();
     // A missing ROM fails here, before anything starts.
     let (obs_shape, num_actions) = spec.probe()?;
-    // Its own secret: only programs given run_dir/token may talk to its services.
-    let token = Token::generate();
     let metrics_addr = match a.metrics_addr {
         Some(addr) => addr,
         None => free_metrics_addr(DEFAULT_METRICS_PORTS)?,
     };
     serve_metrics(Some(metrics_addr))?;
-    let run_dir = a.run_dir.clone().unwrap_or_else(|| {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        PathBuf::from(format!("runs/{}-{secs}", spec.name()))
-    });
-    let resolved = Resolved {
-        game: &a.game,
-        local: Some(&a.local),
-        net: &a.net,
-        replay: Some(&a.store),
-        learner: &a.train,
-        actor: Some(&a.act),
-        eval: Some(&a.eval),
-    };
-    preset::write_resolved(&run_dir, preset, &resolved)?;
-    let token_file = run_dir.join("token");
-    token.save(&token_file).with_context(|| {
-        format!(
-            "cannot write {}: check the run folder's permissions",
-            token_file.display()
-        )
-    })?;
-    let token = Some(token);
+    let run_dir = a
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| default_run_dir(spec.name()));
+    let token = Some(start_run_folder(&a, preset, &run_dir)?);
     let tensorboard = SummaryWriter::create(&run_dir)?;
     // Actors stop first (on a signal, a step budget reached or a failure),
     // so that their last batches reach a replay server that still takes
@@ -130,96 +111,24 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
 
     let replay_listener = bind("127.0.0.1:0".parse()?).await?;
     let learner_listener = bind("127.0.0.1:0".parse()?).await?;
-    let replay_addr = format!("http://{}", replay_listener.local_addr()?);
-    let learner_addr = format!("http://{}", learner_listener.local_addr()?);
-    // The replay persists in the run folder: resuming a run keeps its data.
-    let replay = Replay::open(&ReplayConfig {
-        layout: Some(Layout {
-            shape: obs_shape,
-            codec: a.act.frame_codec.into(),
-            num_actions: num_actions as u32,
-        }),
-        token: token.clone(),
-        ..a.store
-            .replay_config(a.game.seed, &a.checkpoint, Some(run_dir.join("replay")))
-    })?;
-    let mut tasks = tokio::task::JoinSet::new();
-    {
-        let (replay, stop) = (replay.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let r = replay.serve(replay_listener, stop).await;
-            ("replay server", r.map_err(anyhow::Error::from))
-        });
-    }
-    let learner_stats = Arc::new(LearnerStats::default());
-    {
-        let config = learner_config(
-            &a.game,
-            &a.net,
-            &a.train,
-            replay_addr.clone(),
-            Some(run_dir.clone()),
-        )?;
-        let config = LearnerConfig {
-            token: token.clone(),
-            ..config
-        };
-        let (stop, stats) = (shutdown.clone(), learner_stats.clone());
-        tasks.spawn(async move {
-            let r = apex_learner::run(config, learner_listener, stop, stats).await;
-            ("learner", r.map(|_| ()).map_err(anyhow::Error::from))
-        });
-    }
-    let actor_stats: Vec<Arc<ActorStats>> = (0..actors)
-        .map(|_| Arc::new(ActorStats::default()))
-        .collect();
-    for (i, stats) in actor_stats.iter().enumerate() {
-        let config = ActorConfig {
-            token: token.clone(),
-            ..actor_config(
-                &a.game,
-                &a.net,
-                &a.act,
-                i,
-                actors,
-                replay_addr.clone(),
-                learner_addr.clone(),
-            )?
-        };
-        let (stop, stats) = (stop_actors.clone(), stats.clone());
-        tasks.spawn(async move {
-            let r = apex_actor::run(config, stop, stats).await;
-            ("actor", r.map(|_| ()).map_err(anyhow::Error::from))
-        });
-    }
-    let eval_stats = Arc::new(EvalStats::default());
-    if a.eval.enabled() {
-        let steps = {
-            let actors = actor_stats.clone();
-            EnvSteps::Local(Arc::new(move || {
-                actors
-                    .iter()
-                    .map(|a| a.env_steps.load(Ordering::Relaxed))
-                    .sum()
-            }))
-        };
-        let config = apex_evaluator::EvaluatorConfig {
-            token: token.clone(),
-            ..a.eval.evaluator_config(
-                &a.game,
-                net_config(&spec, a.net.dueling.into())?,
-                learner_addr.clone(),
-                steps,
-                Some(run_dir.clone()),
-                Some(tensorboard.clone()),
-            )
-        };
-        let (stop, stats) = (shutdown.clone(), eval_stats.clone());
-        tasks.spawn(async move {
-            let r = apex_evaluator::run(config, stop, stats).await;
-            ("evaluator", r.map_err(anyhow::Error::from))
-        });
-    }
+    let mut wiring = Wiring {
+        args: &a,
+        token,
+        replay_addr: format!("http://{}", replay_listener.local_addr()?),
+        learner_addr: format!("http://{}", learner_listener.local_addr()?),
+        run_dir: run_dir.clone(),
+        tasks: Tasks::new(),
+    };
+    let replay = wiring.spawn_replay(replay_listener, obs_shape, num_actions, &shutdown)?;
+    let learner = wiring.spawn_learner(learner_listener, &shutdown)?;
+    let actor_stats = wiring.spawn_actors(&stop_actors)?;
+    let eval = wiring.spawn_evaluator(&actor_stats, &tensorboard, &shutdown)?;
+    let Wiring {
+        replay_addr,
+        learner_addr,
+        tasks,
+        ..
+    } = wiring;
     println!(
         "apex local: {} ({} actors x {} envs), replay {replay_addr}, learner {learner_addr}, run dir {}, metrics http://{metrics_addr}/metrics",
         spec.name(),
@@ -230,9 +139,9 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let progress = tokio::spawn(
         Reporter {
             replay,
-            learner: learner_stats,
+            learner,
             actors: actor_stats,
-            eval: eval_stats,
+            eval,
             every: Duration::from_secs(a.log_every.max(1)),
             frame_skip: apex_evaluator::frame_skip(&spec),
             run_dir: run_dir.clone(),
@@ -240,10 +149,199 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         }
         .run(shutdown.clone()),
     );
+    let outcome = supervise(tasks, actors, &stop_actors, &shutdown).await;
+    progress.await?;
+    outcome?;
+    println!(
+        "stopped cleanly; checkpoint in {}",
+        run_dir.join("checkpoint.ot").display()
+    );
+    Ok(())
+}
 
-    // Any part that stops (a failure, actors reaching their step budget, the
-    // learner its update budget) stops the rest; the first failure is the
-    // one reported.
+/// What the services of one `apex local` share while they are started,
+/// and the tasks they run as.
+struct Wiring<'a> {
+    args: &'a LocalArgs,
+    token: Option<Token>,
+    replay_addr: String,
+    learner_addr: String,
+    run_dir: PathBuf,
+    tasks: Tasks,
+}
+
+impl Wiring<'_> {
+    /// The replay server, persisting in the run folder: resuming a run
+    /// keeps its data.
+    fn spawn_replay(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        obs_shape: Vec<usize>,
+        num_actions: usize,
+        stop: &CancellationToken,
+    ) -> Result<Replay> {
+        let a = self.args;
+        let replay = Replay::open(&ReplayConfig {
+            layout: Some(Layout {
+                shape: obs_shape,
+                codec: a.act.frame_codec.into(),
+                num_actions: num_actions as u32,
+            }),
+            token: self.token.clone(),
+            ..a.store.replay_config(
+                a.game.seed,
+                &a.checkpoint,
+                Some(self.run_dir.join("replay")),
+            )
+        })?;
+        let (serving, stop) = (replay.clone(), stop.clone());
+        self.tasks.spawn(async move {
+            let r = serving.serve(listener, stop).await;
+            ("replay server", r.map_err(anyhow::Error::from))
+        });
+        Ok(replay)
+    }
+
+    fn spawn_learner(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        stop: &CancellationToken,
+    ) -> Result<Arc<LearnerStats>> {
+        let a = self.args;
+        let config = LearnerConfig {
+            token: self.token.clone(),
+            ..learner_config(
+                &a.game,
+                &a.net,
+                &a.train,
+                self.replay_addr.clone(),
+                Some(self.run_dir.clone()),
+            )?
+        };
+        let stats = Arc::new(LearnerStats::default());
+        let (stop, learner) = (stop.clone(), stats.clone());
+        self.tasks.spawn(async move {
+            let r = apex_learner::run(config, listener, stop, learner).await;
+            ("learner", r.map(|_| ()).map_err(anyhow::Error::from))
+        });
+        Ok(stats)
+    }
+
+    /// `--actors` actors, each its own rungs of the exploration ladder.
+    fn spawn_actors(&mut self, stop: &CancellationToken) -> Result<Vec<Arc<ActorStats>>> {
+        let a = self.args;
+        let actors = a.local.actors;
+        let mut all = Vec::with_capacity(actors);
+        for i in 0..actors {
+            let config = ActorConfig {
+                token: self.token.clone(),
+                ..actor_config(
+                    &a.game,
+                    &a.net,
+                    &a.act,
+                    i,
+                    actors,
+                    self.replay_addr.clone(),
+                    self.learner_addr.clone(),
+                )?
+            };
+            let stats = Arc::new(ActorStats::default());
+            all.push(stats.clone());
+            let stop = stop.clone();
+            self.tasks.spawn(async move {
+                let r = apex_actor::run(config, stop, stats).await;
+                ("actor", r.map(|_| ()).map_err(anyhow::Error::from))
+            });
+        }
+        Ok(all)
+    }
+
+    /// The evaluator, timed by these actors' agent steps; its stats stay
+    /// empty when evaluation is off.
+    fn spawn_evaluator(
+        &mut self,
+        actors: &[Arc<ActorStats>],
+        tensorboard: &SummaryWriter,
+        stop: &CancellationToken,
+    ) -> Result<Arc<EvalStats>> {
+        let a = self.args;
+        let stats = Arc::new(EvalStats::default());
+        if !a.eval.enabled() {
+            return Ok(stats);
+        }
+        let config = apex_evaluator::EvaluatorConfig {
+            token: self.token.clone(),
+            ..a.eval.evaluator_config(
+                &a.game,
+                net_config(&a.game.spec(), a.net.dueling.into())?,
+                self.learner_addr.clone(),
+                local_env_steps(actors),
+                Some(self.run_dir.clone()),
+                Some(tensorboard.clone()),
+            )
+        };
+        let (stop, eval) = (stop.clone(), stats.clone());
+        self.tasks.spawn(async move {
+            let r = apex_evaluator::run(config, stop, eval).await;
+            ("evaluator", r.map_err(anyhow::Error::from))
+        });
+        Ok(stats)
+    }
+}
+
+/// `runs/<game>-<unix seconds>`.
+fn default_run_dir(game: &str) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    PathBuf::from(format!("runs/{game}-{secs}"))
+}
+
+/// Writes what the run resolved to (`config.toml`) and its own secret
+/// (`token`: only programs given it may talk to its services).
+fn start_run_folder(a: &LocalArgs, preset: &str, run_dir: &std::path::Path) -> Result<Token> {
+    let resolved = Resolved {
+        game: &a.game,
+        local: Some(&a.local),
+        net: &a.net,
+        replay: Some(&a.store),
+        learner: &a.train,
+        actor: Some(&a.act),
+        eval: Some(&a.eval),
+    };
+    preset::write_resolved(run_dir, preset, &resolved)?;
+    let token = Token::generate();
+    let token_file = run_dir.join("token");
+    token.save(&token_file).with_context(|| {
+        format!(
+            "cannot write {}: check the run folder's permissions",
+            token_file.display()
+        )
+    })?;
+    Ok(token)
+}
+
+/// The evaluator's clock: the agent steps of this process's actors.
+fn local_env_steps(actors: &[Arc<ActorStats>]) -> EnvSteps {
+    let actors = actors.to_vec();
+    EnvSteps::Local(Arc::new(move || {
+        actors
+            .iter()
+            .map(|a| a.env_steps.load(Ordering::Relaxed))
+            .sum()
+    }))
+}
+
+/// Waits for every service. Any part that stops (a failure, actors
+/// reaching their step budget, the learner its update budget) stops the
+/// rest, actors first; the first failure is the one reported.
+async fn supervise(
+    mut tasks: Tasks,
+    actors: usize,
+    stop_actors: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<()> {
     let mut failure = None;
     let mut actors_running = actors;
     while let Some(joined) = tasks.join_next().await {
@@ -266,15 +364,7 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
             shutdown.cancel();
         }
     }
-    progress.await?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    println!(
-        "stopped cleanly; checkpoint in {}",
-        run_dir.join("checkpoint.ot").display()
-    );
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

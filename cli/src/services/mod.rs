@@ -117,17 +117,18 @@ pub async fn replay_server(a: ReplayArgs) -> Result<()> {
         }),
         _ => anyhow::bail!("--obs-shape and --num-actions go together: give both or neither"),
     };
-    let token = a.auth.configure()?;
+    let access = a.auth.load()?;
     serve_metrics(a.metrics_addr)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let listener = bind(a.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, authenticated = token.is_some(), "replay server listening");
+    tracing::info!(addr = %listener.local_addr()?, authenticated = access.token.is_some(), tls = access.tls.serves_tls(), "replay server listening");
     let config = ReplayConfig {
         layout,
         stream_window_bytes: a.stream_window_mb << 20,
         max_insert_streams: a.max_insert_streams,
-        token,
+        token: access.token,
+        tls: access.tls,
         ..a.store
             .replay_config(a.seed, &a.checkpoint, a.checkpoint_dir.clone())
     };
@@ -177,7 +178,9 @@ pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
     cancel_on_signals(shutdown.clone());
     let mut config = learner_config(&a.game, &a.net, &a.train, a.replay, Some(a.run_dir.clone()))?;
     config.tensorboard = Some(SummaryWriter::create(&a.run_dir)?);
-    config.token = a.auth.configure()?;
+    let access = a.auth.load()?;
+    config.token = access.token;
+    config.tls = access.tls;
     let listener = bind(a.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "learner listening");
     let report = apex_learner::run(
@@ -232,8 +235,10 @@ pub async fn actor(a: ActorArgs) -> Result<()> {
     serve_metrics(a.metrics_addr)?;
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
+    let access = a.auth.load()?;
     let config = ActorConfig {
-        token: a.auth.configure()?,
+        token: access.token,
+        tls: access.tls,
         ..actor_config(
             &a.game,
             &a.net,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use apex_env::Protocol;
 use apex_proto::auth::Token;
+use apex_proto::tls::{Tls, TlsFiles};
 use apex_proto::v1::Codec;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -279,17 +280,25 @@ pub struct AuthArgs {
     pub tls_domain: Option<String>,
 }
 
+/// What a service shows and asks of its peers: its token and its TLS
+/// settings, both handed to the service's config.
+pub struct Access {
+    pub token: Option<Token>,
+    pub tls: Tls,
+}
+
 impl AuthArgs {
-    /// Sets up this process's TLS (apex_proto::tls) and reads the token.
-    pub fn configure(&self) -> Result<Option<Token>> {
-        apex_proto::tls::configure(&apex_proto::tls::TlsFiles {
+    /// Reads the token and the TLS files; a bad file fails here, at start.
+    pub fn load(&self) -> Result<Access> {
+        let tls = Tls::load(&TlsFiles {
             cert: self.tls_cert.clone(),
             key: self.tls_key.clone(),
             ca: self.tls_ca.clone(),
             client_ca: self.tls_client_ca.clone(),
             domain: self.tls_domain.clone(),
         })?;
-        Ok(Token::configured(self.token_file.as_deref())?)
+        let token = Token::configured(self.token_file.as_deref())?;
+        Ok(Access { token, tls })
     }
 }
 

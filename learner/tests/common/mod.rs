@@ -139,6 +139,7 @@ pub fn learner_config(
         beta_anneal_updates: 100,
         tensorboard: None,
         token: None,
+        tls: Default::default(),
     }
 }
 

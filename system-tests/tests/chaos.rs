@@ -8,10 +8,8 @@
 //! then the loss is measured.
 //!
 //! CI runs a short version. The long one (10 minutes, 8 actors):
-//!   APEX_CHAOS_SECS=600 cargo test --release -p apex --test chaos -- --nocapture
+//!   APEX_CHAOS_SECS=600 cargo test --release -p apex-system-tests --test chaos -- --nocapture
 //! APEX_CHAOS_SEED picks another schedule, APEX_CHAOS_ACTORS another count.
-
-mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -126,7 +124,7 @@ impl Role {
             .logs
             .join(format!("{}-{}.log", self.name, self.lives.len()));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_apex"))
+        let child = Command::new(apex_system_tests::apex_bin())
             .args(&self.args)
             .env_remove("APEX_PRESET")
             .env("APEX_TOKEN", TOKEN)
@@ -200,7 +198,7 @@ fn lines_with(log: &Path, needle: &str) -> Vec<String> {
 }
 
 async fn stream_totals(addr: &str) -> Option<(u64, HashMap<u64, u64>)> {
-    let channel = apex_proto::transport::endpoint(addr)
+    let channel = apex_proto::transport::endpoint(addr, &Default::default())
         .ok()?
         .connect()
         .await

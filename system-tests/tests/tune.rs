@@ -6,9 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-mod common;
-
-use common::{apex, ok, python, python_rows, workspace};
+use apex_system_tests::{apex, ok, python, python_rows, workspace};
 
 /// Agent steps in a trial (Catch's preset has one actor): a few seconds,
 /// a few evaluation rounds.
@@ -87,7 +85,7 @@ fn section_value<'a>(t: &'a toml::Table, key: &str) -> &'a toml::Value {
 #[test]
 fn a_two_trial_catch_study_scores_from_eval_csv_and_writes_a_preset_apex_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_apex"));
+    let bin = apex_system_tests::apex_bin();
     let out = ok(&tune(dir.path(), &bin, &[]));
     assert!(out.contains("0 trials done, 2 to run"), "{out}");
 
@@ -163,7 +161,7 @@ fn bad_input_fails_with_one_clear_line() {
             "cargo build --release -p apex",
         ),
         (
-            PathBuf::from(env!("CARGO_BIN_EXE_apex")),
+            apex_system_tests::apex_bin(),
             vec!["--game", "brekout"],
             "unknown game 'brekout'",
         ),

@@ -31,7 +31,7 @@ async fn start(dir: &Path) -> Server {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_apex"))
+    let mut child = Command::new(apex_system_tests::apex_bin())
         .args(["replay-server", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--checkpoint-dir", dir.to_str().unwrap()])
         .args(["--capacity", "10000", "--min-size", "1"])
