@@ -164,9 +164,14 @@ pub async fn run(
         addr: config.replay_addr.clone(),
         status,
     };
-    let Some(learner) = apex_proto::connect(&config.learner_addr, config.token.as_ref(), &config.tls, &shutdown)
-        .await
-        .map_err(ActorError::Address)?
+    let Some(learner) = apex_proto::connect(
+        &config.learner_addr,
+        config.token.as_ref(),
+        &config.tls,
+        &shutdown,
+    )
+    .await
+    .map_err(ActorError::Address)?
     else {
         return Ok(report(&stats));
     };
@@ -185,9 +190,14 @@ pub async fn run(
     };
     let policy = PolicyNet::from_weights(net, &weights, version).map_err(ActorError::Weights)?;
 
-    let Some(replay) = apex_proto::connect(&config.replay_addr, config.token.as_ref(), &config.tls, &shutdown)
-        .await
-        .map_err(ActorError::Address)?
+    let Some(replay) = apex_proto::connect(
+        &config.replay_addr,
+        config.token.as_ref(),
+        &config.tls,
+        &shutdown,
+    )
+    .await
+    .map_err(ActorError::Address)?
     else {
         return Ok(report(&stats));
     };

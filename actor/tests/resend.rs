@@ -129,10 +129,15 @@ fn replay_config(dir: &std::path::Path, token: Option<Token>) -> ReplayConfig {
 
 async fn inserted_total(addr: SocketAddr, token: Option<&Token>) -> u64 {
     let shutdown = CancellationToken::new();
-    let channel = apex_proto::connect(&format!("http://{addr}"), token, &Default::default(), &shutdown)
-        .await
-        .unwrap()
-        .unwrap();
+    let channel = apex_proto::connect(
+        &format!("http://{addr}"),
+        token,
+        &Default::default(),
+        &shutdown,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let mut client = ReplayClient::new(channel);
     client
         .info(InfoRequest::default())

@@ -176,9 +176,14 @@ pub async fn run(
         addr: config.learner_addr.clone(),
         status,
     };
-    let Some(channel) = apex_proto::connect(&config.learner_addr, config.token.as_ref(), &config.tls, &shutdown)
-        .await
-        .map_err(EvalError::Address)?
+    let Some(channel) = apex_proto::connect(
+        &config.learner_addr,
+        config.token.as_ref(),
+        &config.tls,
+        &shutdown,
+    )
+    .await
+    .map_err(EvalError::Address)?
     else {
         return Ok(());
     };

@@ -118,13 +118,21 @@ async fn mutual_tls_serves_trusted_clients_and_refuses_the_rest() {
 
     // Our own client: verifies the server, shows its certificate.
     let https = format!("https://{addr}");
-    assert_eq!(check(transport::endpoint(&https, &tls).unwrap()).await, Ok(1));
+    assert_eq!(
+        check(transport::endpoint(&https, &tls).unwrap()).await,
+        Ok(1)
+    );
     let by_name = format!("https://localhost:{}", addr.port());
-    assert_eq!(check(transport::endpoint(&by_name, &tls).unwrap()).await, Ok(1));
+    assert_eq!(
+        check(transport::endpoint(&by_name, &tls).unwrap()).await,
+        Ok(1)
+    );
 
     // Plaintext to a TLS server.
     let http = format!("http://{addr}");
-    assert!(check(transport::endpoint(&http, &tls).unwrap()).await.is_err());
+    assert!(check(transport::endpoint(&http, &tls).unwrap())
+        .await
+        .is_err());
 
     // A client that trusts the CA but has no certificate of its own.
     let anonymous = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ours.cert.pem()));

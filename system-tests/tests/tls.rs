@@ -58,7 +58,12 @@ fn a_replay_server_with_a_certificate_serves_tls_to_clients_that_trust_its_ca() 
     let _server = Killed(
         Command::new(apex_bin())
             .args(["replay-server", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--tls-cert", &file("node.pem"), "--tls-key", &file("node.key")])
+            .args([
+                "--tls-cert",
+                &file("node.pem"),
+                "--tls-key",
+                &file("node.key"),
+            ])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .env_remove("APEX_PRESET")
             .stdout(Stdio::null())

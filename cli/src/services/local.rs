@@ -99,7 +99,7 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let run_dir = a
         .run_dir
         .clone()
-        .unwrap_or_else(|| default_run_dir(spec.name()));
+        .unwrap_or_else(|| default_run_dir(&spec.name()));
     let token = Some(start_run_folder(&a, preset, &run_dir)?);
     let tensorboard = SummaryWriter::create(&run_dir)?;
     // Actors stop first (on a signal, a step budget reached or a failure),
