@@ -13,13 +13,7 @@ fn the_actor_bench_measures_both_and_stops_cleanly() {
             .args(["--inference-groups", groups])
             .output()
             .unwrap();
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(
-            o.status.success(),
-            "exit {:?}\nstdout:\n{out}\nstderr:\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let out = apex_system_tests::ok(&o);
         let rate = |key: &str| -> f64 {
             out.lines()
                 .find(|l| l.starts_with(key))

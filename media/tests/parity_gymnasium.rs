@@ -3,30 +3,13 @@
 //! 0.12 emit identical raw frames with sticky actions off, and our resize
 //! reproduces OpenCV's INTER_AREA arithmetic, so frames must be identical.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use apex_env::{AtariConfig, Protocol};
 use apex_media::npy;
 use apex_media::record::{self, Actions};
+use apex_system_tests::{python, workspace};
 use rand::{Rng, SeedableRng};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn python() -> PathBuf {
-    let python = workspace().join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup.sh first",
-        python.display()
-    );
-    python
-}
 
 fn check_parity(game: &str, actions: usize, action_count: usize) {
     let dir = tempfile::tempdir().unwrap();
