@@ -10,7 +10,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::io::batch::Batch;
 use crate::optim::adam::Adam;
-use crate::optim::grad::{scale_to_norm, total_norm, zero_grad};
+use crate::optim::grad::{scale_to_norm, total_norm};
 use crate::optim::rmsprop::TfRmsProp;
 use crate::persist::state::{self, NamedTensors, StateError};
 
@@ -125,6 +125,8 @@ pub struct Dqn {
     /// kept from update to update (see `apex_model::scale_into`).
     obs_scaled: Tensor,
     next_obs_scaled: Tensor,
+    /// The last update's gradients, clipped, one per variable of `vars`.
+    grads: Vec<Tensor>,
 }
 
 /// What one update measured.
@@ -158,6 +160,7 @@ impl Dqn {
             updates: 0,
             obs_scaled: Tensor::new(),
             next_obs_scaled: Tensor::new(),
+            grads: Vec::new(),
         })
     }
 
@@ -196,10 +199,17 @@ impl Dqn {
         });
         let per_item = q.huber_loss(&target, Reduction::None, 1.0);
         let loss = (&b.weights * per_item).mean(Kind::Float);
-        zero_grad(&mut self.vars);
-        loss.backward();
+        // The gradients are returned, not accumulated into the variables:
+        // no pass over the 3.3M parameters to zero them and none to add into
+        // them (what PyTorch's `zero_grad(set_to_none=True)` saves). Freed
+        // first, so the allocator hands their memory to the new ones.
+        self.grads.clear();
+        self.grads = Tensor::run_backward(&[&loss], &self.vars, false, false)
+            .into_iter()
+            .map(|g| if g.defined() { g.contiguous() } else { g })
+            .collect();
         let figures = tch::no_grad(|| {
-            let head = [loss.detach(), total_norm(&self.vars), q.mean(Kind::Float)];
+            let head = [loss.detach(), total_norm(&self.grads), q.mean(Kind::Float)];
             let td_abs = (&target - &q).abs();
             Tensor::cat(&[Tensor::stack(&head, 0), td_abs], 0).to_device(Device::Cpu)
         });
@@ -210,22 +220,22 @@ impl Dqn {
             f64::from(figures[2]),
         );
         if !loss_value.is_finite() || !grad_norm.is_finite() {
-            zero_grad(&mut self.vars);
+            self.grads.clear();
             return Err(NonFinite {
                 loss: loss_value,
                 grad_norm,
             });
         }
-        scale_to_norm(&self.vars, grad_norm, self.config.max_grad_norm);
+        scale_to_norm(&self.grads, grad_norm, self.config.max_grad_norm);
         let lr = self.config.learning_rate_at(self.updates);
         match &mut self.optimizer {
             Stepper::Adam(o) => {
                 o.set_lr(lr);
-                o.step()
+                o.step_with(&self.grads)
             }
             Stepper::TfRmsProp(o) => {
                 o.set_lr(lr);
-                o.step()
+                o.step_with(&self.grads)
             }
         }
         self.updates += 1;
@@ -255,6 +265,17 @@ impl Dqn {
 
     pub fn net(&self) -> QNetConfig {
         self.net
+    }
+
+    /// The gradients the last update stepped with (after clipping), by
+    /// the online network's variable names; none before the first update
+    /// or after one that took no step.
+    pub fn gradients(&self) -> NamedTensors {
+        sorted(&self.online_vs)
+            .into_iter()
+            .zip(&self.grads)
+            .map(|((name, _), g)| (name, g.shallow_clone()))
+            .collect()
     }
 
     /// The online network's variables by name, sorted.

@@ -223,10 +223,16 @@ fn the_faster_update_computes_what_the_plain_one_did() {
                 "update {i}: priority {x} against {y}"
             );
         }
+        let grads: HashMap<String, Tensor> = dqn.gradients().into_iter().collect();
+        assert_eq!(
+            grads.len(),
+            want.grads.len(),
+            "update {i}: one gradient per variable"
+        );
         for (name, w) in dqn.online_state() {
             let g = &want.grads[&name];
             let scale = g.abs().max().double_value(&[]).max(1e-12);
-            let off = close(&w.grad(), g, scale);
+            let off = close(&grads[&name], g, scale);
             assert!(
                 off < 1e-3,
                 "update {i}: gradient of {name} off by {off} of its largest element"

@@ -195,8 +195,75 @@ pub fn scale_into(obs: &Tensor, out: &mut Tensor) {
             _ => Tensor::empty(obs.size(), (Kind::Float, obs.device())),
         };
     }
-    out.copy_(obs);
-    let _ = out.g_div_scalar_(255.0);
+    if !scale_on_host(obs, out) {
+        out.copy_(obs);
+        let _ = out.g_div_scalar_(255.0);
+    }
+}
+
+/// The CPU case of [`scale_into`] in one pass: contiguous uint8 stacks
+/// `[N, C, H, W]` into the channels-last float buffer, each value divided
+/// by 255 in float as libtorch divides (the same bits). libtorch copies
+/// into that layout element by element and divides in a second pass: 6.6%
+/// of a batch-32 update's samples, the largest cost after the matrix
+/// products and the optimizer. False (nothing written) for any other
+/// tensors.
+fn scale_on_host(obs: &Tensor, out: &Tensor) -> bool {
+    let size = obs.size();
+    let &[_, c, h, w] = size.as_slice() else {
+        return false;
+    };
+    let total = obs.numel();
+    let host_bytes = obs.device() == Device::Cpu && obs.kind() == Kind::Uint8;
+    if !host_bytes
+        || !obs.is_contiguous()
+        || total == 0
+        || out.device() != Device::Cpu
+        || out.kind() != Kind::Float
+        || out.size() != size
+        || out.stride() != [h * w * c, 1, w * c, c]
+    {
+        return false;
+    }
+    // SAFETY: `obs` holds `total` contiguous bytes and `out` as many floats
+    // densely (channels-last: its strides were checked), in two allocations
+    // (their kinds differ), and both outlive the slices.
+    let (src, dst) = unsafe {
+        (
+            std::slice::from_raw_parts(obs.data_ptr() as *const u8, total),
+            std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, total),
+        )
+    };
+    let (c, plane) = (c as usize, (h * w) as usize);
+    for (stack, pixels) in src
+        .chunks_exact(c * plane)
+        .zip(dst.chunks_exact_mut(c * plane))
+    {
+        match c {
+            // Atari's stacks of four: a fixed width lets the loop vectorize.
+            4 => interleave4(stack, pixels, plane),
+            _ => {
+                for (p, px) in pixels.chunks_exact_mut(c).enumerate() {
+                    for (k, v) in px.iter_mut().enumerate() {
+                        *v = f32::from(stack[k * plane + p]) / 255.0;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// `pixels[p * 4 + k] = stack[k * plane + p] / 255` for one stack of four
+/// planes, written as zips so that no index needs a bounds check.
+fn interleave4(stack: &[u8], pixels: &mut [f32], plane: usize) {
+    let (a, rest) = stack.split_at(plane);
+    let (b, rest) = rest.split_at(plane);
+    let (c, d) = rest.split_at(plane);
+    let quads = a.iter().zip(b).zip(c).zip(d);
+    for (px, (((&a, &b), &c), &d)) in pixels.chunks_exact_mut(4).zip(quads) {
+        px.copy_from_slice(&[a, b, c, d].map(|v| f32::from(v) / 255.0));
+    }
 }
 
 /// `x` (`[N, C, H, W]`) with its channels innermost in memory, the shape
@@ -369,6 +436,24 @@ mod tests {
             assert!(buffer.equal(&(obs.to_kind(Kind::Float) / 255.0)));
             assert!(net.q_values_scaled(&buffer).equal(&net.q_values(&obs)));
         }
+    }
+
+    #[test]
+    fn scaling_matches_libtorch_for_any_stack_and_layout() {
+        let mut buffer = Tensor::new();
+        for shape in [[2, 3, 5, 7], [1, 1, 4, 4], [3, 4, 9, 2], [0, 4, 84, 84]] {
+            let obs = Tensor::randint(256, shape, (Kind::Uint8, Device::Cpu));
+            scale_into(&obs, &mut buffer);
+            assert_eq!(buffer.size(), shape.to_vec());
+            assert!(
+                buffer.equal(&(obs.to_kind(Kind::Float) / 255.0)),
+                "{shape:?}"
+            );
+        }
+        // Not contiguous (a transposed view): libtorch's copy takes it.
+        let obs = Tensor::randint(256, [2, 4, 6, 6], (Kind::Uint8, Device::Cpu)).transpose(2, 3);
+        scale_into(&obs, &mut buffer);
+        assert!(buffer.equal(&(obs.to_kind(Kind::Float) / 255.0)));
     }
 
     #[test]

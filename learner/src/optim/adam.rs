@@ -53,7 +53,16 @@ impl Adam {
     /// one pass on the CPU (`fused.rs`, which differs from libtorch's
     /// operations only in the last bits), as libtorch operations elsewhere.
     pub fn step(&mut self) {
-        let (grads, stepped) = fused::gradients(&self.vars);
+        let grads = fused::gradients(&self.vars);
+        self.step_with(&grads);
+    }
+
+    /// [`Adam::step`] from `grads`, one per variable in order (an undefined
+    /// one: that variable skips the step), instead of the gradients the
+    /// variables hold.
+    pub fn step_with(&mut self, grads: &[Tensor]) {
+        assert_eq!(grads.len(), self.vars.len(), "one gradient per variable");
+        let stepped = fused::stepped(grads);
         for &i in &stepped {
             self.steps[i] += 1;
         }
@@ -62,7 +71,7 @@ impl Adam {
             .collect();
         let quads = fused::quads(
             &stepped,
-            [&self.vars, &grads, &self.exp_avg, &self.exp_avg_sq],
+            [&self.vars, grads, &self.exp_avg, &self.exp_avg_sq],
         );
         if fused::fits_or_warn(&quads) {
             fused::for_each_chunk(&quads, fused::torch_threads(), |q, l| {

@@ -29,12 +29,15 @@ pub struct Lanes<'a> {
     pub second: &'a mut [f32],
 }
 
-/// The gradients of `vars`, and the indices of the variables that have one:
-/// as in torch, a variable without a gradient skips its step.
-pub fn gradients(vars: &[Tensor]) -> (Vec<Tensor>, Vec<usize>) {
-    let grads: Vec<Tensor> = vars.iter().map(Tensor::grad).collect();
-    let stepped = (0..vars.len()).filter(|&i| grads[i].defined()).collect();
-    (grads, stepped)
+/// The gradients that `vars` hold (undefined where a variable has none).
+pub fn gradients(vars: &[Tensor]) -> Vec<Tensor> {
+    vars.iter().map(Tensor::grad).collect()
+}
+
+/// The indices of the variables that have a gradient in `grads`: as in
+/// torch, a variable without one skips its step.
+pub fn stepped(grads: &[Tensor]) -> Vec<usize> {
+    (0..grads.len()).filter(|&i| grads[i].defined()).collect()
 }
 
 /// The quads of the `stepped` variables from four parallel lists: weights,

@@ -54,10 +54,19 @@ impl TfRmsProp {
     /// one pass on the CPU (`fused.rs`, which differs from libtorch's
     /// operations only in the last bits), as libtorch operations elsewhere.
     pub fn step(&mut self) {
-        let (grads, stepped) = fused::gradients(&self.vars);
+        let grads = fused::gradients(&self.vars);
+        self.step_with(&grads);
+    }
+
+    /// [`TfRmsProp::step`] from `grads`, one per variable in order (an
+    /// undefined one: that variable skips the step), instead of the
+    /// gradients the variables hold.
+    pub fn step_with(&mut self, grads: &[Tensor]) {
+        assert_eq!(grads.len(), self.vars.len(), "one gradient per variable");
+        let stepped = fused::stepped(grads);
         let quads = fused::quads(
             &stepped,
-            [&self.vars, &grads, &self.mean_square, &self.mean_grad],
+            [&self.vars, grads, &self.mean_square, &self.mean_grad],
         );
         if fused::fits_or_warn(&quads) {
             let (d, c) = (self.decay as f32, (1.0 - self.decay) as f32);
