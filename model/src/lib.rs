@@ -204,9 +204,9 @@ pub fn scale_into(obs: &Tensor, out: &mut Tensor) {
 /// The CPU case of [`scale_into`] in one pass: contiguous uint8 stacks
 /// `[N, C, H, W]` into the channels-last float buffer, each value divided
 /// by 255 in float as libtorch divides (the same bits). libtorch copies
-/// into that layout element by element and divides in a second pass: 6.6%
-/// of a batch-32 update's samples, the largest cost after the matrix
-/// products and the optimizer. False (nothing written) for any other
+/// into that layout element by element and divides in a second pass (6.6%
+/// of a batch-32 update's samples on one thread, against PyTorch's 1.5%
+/// for its contiguous conversion). False (nothing written) for any other
 /// tensors.
 fn scale_on_host(obs: &Tensor, out: &Tensor) -> bool {
     let size = obs.size();
