@@ -46,6 +46,11 @@ pub struct LearnerBenchArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Take each batch whole on one thread whose libtorch threads split
+    /// every operation (the learner before batch slices), instead of in as
+    /// many slices side by side as there are threads.
+    #[arg(long)]
+    whole: bool,
 }
 
 pub fn run(a: LearnerBenchArgs) -> Result<()> {
@@ -71,6 +76,7 @@ pub fn run(a: LearnerBenchArgs) -> Result<()> {
                     dqn_config(optimizer),
                     &responses,
                     threads,
+                    a.whole,
                     Duration::from_secs_f64(a.seconds),
                 )?;
                 // One line per figure, machine-readable for scripts/bench-learner.sh.
@@ -196,11 +202,15 @@ fn measure(
     config: DqnConfig,
     responses: &[SampleResponse],
     threads: i32,
+    whole: bool,
     duration: Duration,
 ) -> Result<Measured> {
     tch::set_num_threads(threads);
     tch::manual_seed(0);
-    let mut dqn = Dqn::new(net, config, tch::Device::Cpu)?;
+    let mut dqn = match whole {
+        true => Dqn::with_batch_workers(net, config, tch::Device::Cpu, 1)?,
+        false => Dqn::new(net, config, tch::Device::Cpu)?,
+    };
     let shape: Vec<usize> = net.obs_shape.iter().map(|&d| d as usize).collect();
     let actions = net.actions as usize;
     let to = apex_learner::io::upload::Uploader::new(tch::Device::Cpu);

@@ -4,15 +4,17 @@
 
 use std::collections::HashMap;
 
-use apex_model::{QNet, QNetConfig};
+use apex_model::{Arch, QNet, QNetConfig};
 use tch::nn;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Tensor};
 
+use crate::batch_workers::BatchWorkers;
 use crate::io::batch::Batch;
 use crate::optim::adam::Adam;
 use crate::optim::grad::{scale_to_norm, total_norm};
 use crate::optim::rmsprop::TfRmsProp;
 use crate::persist::state::{self, NamedTensors, StateError};
+use crate::td_loss::{slice_loss, Nets, Scaled, Slice, SliceLoss};
 
 /// Optimization settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,10 +123,11 @@ pub struct Dqn {
     vars: Vec<Tensor>,
     config: DqnConfig,
     updates: u64,
-    /// The batch's observations and next observations as floats in [0, 1],
-    /// kept from update to update (see `apex_model::scale_into`).
-    obs_scaled: Tensor,
-    next_obs_scaled: Tensor,
+    /// The batch's observations as floats, when this thread takes it whole.
+    scaled: Scaled,
+    /// Threads that take the batch in slices side by side (see
+    /// [`Dqn::with_batch_workers`]); none: this thread takes it whole.
+    workers: Option<BatchWorkers>,
     /// The last update's gradients, clipped, one per variable of `vars`.
     grads: Vec<Tensor>,
 }
@@ -139,7 +142,31 @@ pub struct UpdateStats {
 }
 
 impl Dqn {
+    /// A learner whose batches of Atari frames on the CPU go through the
+    /// networks in as many slices side by side as the calling thread has
+    /// libtorch threads (one thread each); anything else whole on this
+    /// thread, whose own libtorch threads split each operation.
     pub fn new(net: QNetConfig, config: DqnConfig, device: Device) -> Result<Self, tch::TchError> {
+        let threads = crate::optim::fused::torch_threads();
+        let slices = match (device, net.arch) {
+            (Device::Cpu, Arch::Nature) if threads > 1 => threads,
+            _ => 1,
+        };
+        Dqn::with_batch_workers(net, config, device, slices)
+    }
+
+    /// A learner that takes each batch in `slices` slices side by side,
+    /// each on a thread of its own with one libtorch thread (CPU only; on
+    /// other devices, or with one slice, the calling thread takes batches
+    /// whole). The slices' gradients add up to the whole batch's, which the
+    /// step and the clipping then use on the calling thread's libtorch
+    /// threads.
+    pub fn with_batch_workers(
+        net: QNetConfig,
+        config: DqnConfig,
+        device: Device,
+        slices: usize,
+    ) -> Result<Self, tch::TchError> {
         let online_vs = nn::VarStore::new(device);
         let online = QNet::new(&online_vs.root(), net);
         let mut target_vs = nn::VarStore::new(device);
@@ -148,6 +175,20 @@ impl Dqn {
         target_vs.freeze();
         let vars: Vec<Tensor> = sorted(&online_vs).into_iter().map(|(_, t)| t).collect();
         let optimizer = config.optimizer.build(shallow(&vars), config.learning_rate);
+        let workers = match device {
+            Device::Cpu if slices > 1 => Some(
+                BatchWorkers::start(
+                    slices,
+                    net,
+                    config.double,
+                    &sorted(&online_vs),
+                    &sorted(&target_vs),
+                )
+                // A thread that cannot start: the system's own error.
+                .map_err(tch::TchError::Io)?,
+            ),
+            _ => None,
+        };
         Ok(Dqn {
             net,
             vars,
@@ -158,8 +199,8 @@ impl Dqn {
             optimizer,
             config,
             updates: 0,
-            obs_scaled: Tensor::new(),
-            next_obs_scaled: Tensor::new(),
+            scaled: Scaled::new(),
+            workers,
             grads: Vec::new(),
         })
     }
@@ -177,40 +218,35 @@ impl Dqn {
     /// for the device once, for the figures it needs before stepping; the
     /// step itself is left queued (on CUDA) behind the next batch's work.
     pub fn update(&mut self, b: &Batch) -> Result<UpdateStats, NonFinite> {
-        // The next observations go through two networks: converted once.
-        apex_model::scale_into(&b.obs, &mut self.obs_scaled);
-        apex_model::scale_into(&b.next_obs, &mut self.next_obs_scaled);
-        let q_all = self.online.q_values_scaled(&self.obs_scaled);
-        let q = q_all
-            .gather(1, &b.actions.unsqueeze(1), false)
-            .squeeze_dim(1);
-        let target = tch::no_grad(|| {
-            let next_q = self.target.q_values_scaled(&self.next_obs_scaled);
-            let next = if self.config.double {
-                let best = self
-                    .online
-                    .q_values_scaled(&self.next_obs_scaled)
-                    .argmax(1, true);
-                next_q.gather(1, &best, false).squeeze_dim(1)
-            } else {
-                next_q.max_dim(1, false).0
-            };
-            &b.rewards + &b.discounts * next
-        });
-        let per_item = q.huber_loss(&target, Reduction::None, 1.0);
-        let loss = (&b.weights * per_item).mean(Kind::Float);
-        // The gradients are returned, not accumulated into the variables:
-        // no pass over the 3.3M parameters to zero them and none to add into
-        // them (what PyTorch's `zero_grad(set_to_none=True)` saves). Freed
-        // first, so the allocator hands their memory to the new ones.
+        let slices = match &self.workers {
+            Some(workers) => {
+                // The workers hold the cores: this thread's own operations
+                // (adding up the slices) run inline, where threads of its
+                // own would spin in OpenMP's wait beside the workers.
+                if tch::get_num_threads() != 1 {
+                    apex_model::threads::set_torch_threads_here(1);
+                }
+                workers.run(b)
+            }
+            None => {
+                let nets = Nets {
+                    online: &self.online,
+                    target: &self.target,
+                    vars: &self.vars,
+                    double: self.config.double,
+                };
+                vec![slice_loss(
+                    &nets,
+                    &Slice::of(b, 0, b.len() as i64),
+                    &mut self.scaled,
+                )]
+            }
+        };
+        // Freed first, so the allocator hands their memory to the new ones.
         self.grads.clear();
-        self.grads = Tensor::run_backward(&[&loss], &self.vars, false, false)
-            .into_iter()
-            .map(|g| if g.defined() { g.contiguous() } else { g })
-            .collect();
+        let (loss, q_sum, td_abs) = self.add_up(slices);
         let figures = tch::no_grad(|| {
-            let head = [loss.detach(), total_norm(&self.grads), q.mean(Kind::Float)];
-            let td_abs = (&target - &q).abs();
+            let head = [loss, total_norm(&self.grads), q_sum / b.len() as f64];
             Tensor::cat(&[Tensor::stack(&head, 0), td_abs], 0).to_device(Device::Cpu)
         });
         let figures = Vec::<f32>::try_from(figures).expect("loss, norm and td errors are f32");
@@ -247,6 +283,30 @@ impl Dqn {
             mean_q,
             td_abs: figures[3..].to_vec(),
         })
+    }
+
+    /// Sums the slices' losses into the batch's (into `self.grads` for the
+    /// gradients); returns the loss, the sum of Q and the priorities.
+    fn add_up(&mut self, slices: Vec<SliceLoss>) -> (Tensor, Tensor, Tensor) {
+        let mut slices = slices.into_iter();
+        let first = slices.next().expect("a batch has at least one row");
+        let (mut loss, mut q_sum, mut td_abs) = (first.loss, first.q_sum, vec![first.td_abs]);
+        self.grads = first.grads;
+        tch::no_grad(|| {
+            for s in slices {
+                for (sum, g) in self.grads.iter_mut().zip(&s.grads) {
+                    if sum.defined() && g.defined() {
+                        let _ = sum.g_add_(g);
+                    } else if g.defined() {
+                        *sum = g.shallow_clone();
+                    }
+                }
+                loss += s.loss;
+                q_sum += s.q_sum;
+                td_abs.push(s.td_abs);
+            }
+        });
+        (loss, q_sum, Tensor::cat(&td_abs, 0))
     }
 
     fn sync_target(&mut self) {
@@ -336,7 +396,7 @@ fn shallow(vars: &[Tensor]) -> Vec<Tensor> {
     vars.iter().map(Tensor::shallow_clone).collect()
 }
 
-fn sorted(vs: &nn::VarStore) -> NamedTensors {
+pub(crate) fn sorted(vs: &nn::VarStore) -> NamedTensors {
     let mut named: NamedTensors = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named
@@ -347,6 +407,7 @@ mod tests {
     use super::*;
     use crate::test_rng::seeded;
     use apex_model::Arch;
+    use tch::Kind;
 
     fn config() -> DqnConfig {
         DqnConfig {
@@ -634,6 +695,67 @@ mod tests {
         assert_eq!(c.updates(), 0);
         for ((name, now), was) in c.online_state().iter().zip(&fresh) {
             assert!(now.equal(was), "{name} changed on a failed restore");
+        }
+    }
+
+    /// Six transitions with distinct observations, rewards and weights.
+    fn varied_batch() -> Batch {
+        let _rng = seeded(7);
+        let frames = |t: &Tensor| t.view([6, 1, 2, 2]);
+        Batch {
+            ids: (0..6).collect(),
+            obs: frames(&Tensor::randint(256, [24], (Kind::Uint8, Device::Cpu))),
+            next_obs: frames(&Tensor::randint(256, [24], (Kind::Uint8, Device::Cpu))),
+            actions: Tensor::from_slice(&[0i64, 1, 1, 0, 1, 0]),
+            rewards: Tensor::from_slice(&[0f32, 1.0, 0.0, -1.0, 0.5, 0.0]),
+            discounts: Tensor::from_slice(&[0.9f32, 0.0, 0.9, 0.9, 0.0, 0.9]),
+            weights: Tensor::from_slice(&[1f32, 0.5, 0.25, 1.0, 0.75, 0.1]),
+            staging: None,
+        }
+    }
+
+    #[test]
+    fn slices_side_by_side_take_the_step_the_whole_batch_takes() {
+        let net = QNetConfig::new(Arch::Mlp { hidden: 16 }, &[1, 2, 2], 2, true);
+        let b = varied_batch();
+        // Even slices, uneven ones, and more workers than rows.
+        for slices in [2, 4, 9] {
+            let mut whole = {
+                let _rng = seeded(8);
+                Dqn::with_batch_workers(net, config(), Device::Cpu, 1).unwrap()
+            };
+            let mut sliced = Dqn::with_batch_workers(net, config(), Device::Cpu, slices).unwrap();
+            let (online, target) = (whole.online_state(), whole.target_state());
+            let map = |l: &NamedTensors| -> HashMap<String, Tensor> {
+                l.iter().map(|(k, t)| (k.clone(), t.copy())).collect()
+            };
+            sliced
+                .restore(Saved {
+                    online: &map(&online),
+                    target: Some(&map(&target)),
+                    optimizer: None,
+                    updates: 0,
+                })
+                .unwrap();
+            for step in 0..3 {
+                let (w, s) = (whole.update(&b).unwrap(), sliced.update(&b).unwrap());
+                let what = format!("{slices} slices, update {step}");
+                assert!(
+                    (w.loss - s.loss).abs() <= 1e-6 * w.loss.abs().max(1.0),
+                    "{what}: loss"
+                );
+                assert!((w.mean_q - s.mean_q).abs() <= 1e-6, "{what}: mean Q");
+                assert_eq!(s.td_abs.len(), 6, "{what}: one priority per row");
+                for (x, y) in w.td_abs.iter().zip(&s.td_abs) {
+                    assert!((x - y).abs() <= 1e-5, "{what}: priority {y} against {x}");
+                }
+                let grads = whole.gradients().into_iter().zip(sliced.gradients());
+                let weights = whole.online_state().into_iter().zip(sliced.online_state());
+                for ((name, x), (_, y)) in grads.chain(weights) {
+                    let off = (&x - &y).abs().max().double_value(&[]);
+                    assert!(off <= 1e-5, "{what}: {name} off by {off}");
+                }
+            }
         }
     }
 }

@@ -3,11 +3,13 @@
 //! actors fetch over gRPC (`apex.v1.Parameters`). It resumes its whole state
 //! from the run folder's checkpoint and rides out replay-server restarts.
 
+mod batch_workers;
 pub mod dqn;
 pub mod io;
 mod metrics;
 pub mod optim;
 pub mod persist;
+mod td_loss;
 #[cfg(test)]
 mod test_rng;
 mod throttle;

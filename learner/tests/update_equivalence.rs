@@ -4,7 +4,7 @@
 //! Adam as libtorch operations. Both start from the same weights and take
 //! the same batch of real Breakout observations; loss, priorities,
 //! gradients and the weights after several steps must agree to float
-//! rounding.
+//! rounding, whether the batch is taken whole or in slices side by side.
 
 use std::collections::HashMap;
 
@@ -166,6 +166,17 @@ fn close(a: &Tensor, b: &Tensor, scale: f64) -> f64 {
 
 #[test]
 fn the_faster_update_computes_what_the_plain_one_did() {
+    the_update_in_slices_computes_what_the_plain_one_did(1);
+}
+
+#[test]
+fn the_update_in_two_slices_side_by_side_computes_it_too() {
+    the_update_in_slices_computes_what_the_plain_one_did(2);
+}
+
+/// The update with the batch taken in `slices` slices side by side (one:
+/// whole, on the calling thread).
+fn the_update_in_slices_computes_what_the_plain_one_did(slices: usize) {
     tch::manual_seed(5);
     let config = DqnConfig {
         optimizer: Optimizer::Adam { eps: 1.5e-4 },
@@ -177,7 +188,7 @@ fn the_faster_update_computes_what_the_plain_one_did() {
         double: true,
     };
     let net = QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true);
-    let mut dqn = Dqn::new(net, config, Device::Cpu).unwrap();
+    let mut dqn = Dqn::with_batch_workers(net, config, Device::Cpu, slices).unwrap();
     // A target network apart from the online one, as mid-training.
     let target: HashMap<String, Tensor> = dqn
         .online_state()

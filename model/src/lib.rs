@@ -2,6 +2,7 @@
 //! the Nature DQN convolutional torso with an optional dueling head.
 
 pub mod policy;
+pub mod threads;
 
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};

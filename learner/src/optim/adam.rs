@@ -27,6 +27,10 @@ pub struct Adam {
     scratch: Vec<Tensor>,
     lr: f64,
     eps: f64,
+    /// Threads of the fused CPU step: the constructing thread's libtorch
+    /// count, so that a learner whose own thread later runs on one (its
+    /// batch workers hold the cores) still steps on all of them.
+    threads: usize,
 }
 
 impl Adam {
@@ -39,6 +43,7 @@ impl Adam {
             vars,
             lr,
             eps,
+            threads: fused::torch_threads(),
         }
     }
 
@@ -74,9 +79,7 @@ impl Adam {
             [&self.vars, grads, &self.exp_avg, &self.exp_avg_sq],
         );
         if fused::fits_or_warn(&quads) {
-            fused::for_each_chunk(&quads, fused::torch_threads(), |q, l| {
-                consts[stepped[q]].apply(l)
-            });
+            fused::for_each_chunk(&quads, self.threads, |q, l| consts[stepped[q]].apply(l));
             return;
         }
         tch::no_grad(|| {

@@ -25,6 +25,10 @@ pub struct TfRmsProp {
     lr: f64,
     decay: f64,
     eps: f64,
+    /// Threads of the fused CPU step: the constructing thread's libtorch
+    /// count, so that a learner whose own thread later runs on one (its
+    /// batch workers hold the cores) still steps on all of them.
+    threads: usize,
 }
 
 impl TfRmsProp {
@@ -40,6 +44,7 @@ impl TfRmsProp {
             lr,
             decay,
             eps,
+            threads: fused::torch_threads(),
         }
     }
 
@@ -71,7 +76,7 @@ impl TfRmsProp {
         if fused::fits_or_warn(&quads) {
             let (d, c) = (self.decay as f32, (1.0 - self.decay) as f32);
             let (lr, eps) = (self.lr as f32, self.eps as f32);
-            fused::for_each_chunk(&quads, fused::torch_threads(), |_, l| {
+            fused::for_each_chunk(&quads, self.threads, |_, l| {
                 for (w, g, ms, mg) in l.elements() {
                     *ms = *ms * d + (g * g) * c;
                     *mg = *mg * d + g * c;

@@ -1,0 +1,115 @@
+//! The loss of one slice of a batch and its gradients: double-DQN n-step
+//! targets, Huber loss weighted by importance weights. Slices add up to the
+//! whole batch's loss and gradients, so a batch may be taken whole on one
+//! thread or in slices side by side (`batch_workers.rs`).
+
+use apex_model::QNet;
+use tch::{Kind, Reduction, Tensor};
+
+use crate::io::batch::Batch;
+
+/// The networks a slice goes through.
+pub struct Nets<'a> {
+    pub online: &'a QNet,
+    pub target: &'a QNet,
+    /// The online network's variables, in the order the gradients come back.
+    pub vars: &'a [Tensor],
+    /// Double-DQN targets; off: the target network's max.
+    pub double: bool,
+}
+
+/// Rows `start..start + len` of a batch, as views of its tensors.
+pub struct Slice {
+    pub obs: Tensor,
+    pub next_obs: Tensor,
+    pub actions: Tensor,
+    pub rewards: Tensor,
+    pub discounts: Tensor,
+    pub weights: Tensor,
+    /// Rows in the whole batch: every slice's loss is divided by it, so
+    /// that the slices' losses and gradients sum to the batch's mean.
+    pub batch_len: i64,
+}
+
+impl Slice {
+    pub fn of(b: &Batch, start: i64, len: i64) -> Slice {
+        let rows = |t: &Tensor| t.narrow(0, start, len);
+        Slice {
+            obs: rows(&b.obs),
+            next_obs: rows(&b.next_obs),
+            actions: rows(&b.actions),
+            rewards: rows(&b.rewards),
+            discounts: rows(&b.discounts),
+            weights: rows(&b.weights),
+            batch_len: b.len() as i64,
+        }
+    }
+}
+
+/// What a slice contributes to the update.
+pub struct SliceLoss {
+    /// Gradients of `loss`, one per variable of [`Nets::vars`].
+    pub grads: Vec<Tensor>,
+    /// The slice's weighted Huber losses summed, over the batch's rows.
+    pub loss: Tensor,
+    /// The slice's Q-values of the taken actions, summed.
+    pub q_sum: Tensor,
+    /// |target - Q| per row: the new priorities.
+    pub td_abs: Tensor,
+}
+
+/// Buffers for a slice's observations as floats, kept from update to update
+/// (see `apex_model::scale_into`).
+pub struct Scaled {
+    obs: Tensor,
+    next_obs: Tensor,
+}
+
+impl Scaled {
+    pub fn new() -> Self {
+        Scaled {
+            obs: Tensor::new(),
+            next_obs: Tensor::new(),
+        }
+    }
+}
+
+/// The loss of `s` and its gradients.
+pub fn slice_loss(nets: &Nets<'_>, s: &Slice, scaled: &mut Scaled) -> SliceLoss {
+    // The next observations go through two networks: converted once.
+    apex_model::scale_into(&s.obs, &mut scaled.obs);
+    apex_model::scale_into(&s.next_obs, &mut scaled.next_obs);
+    let q = nets
+        .online
+        .q_values_scaled(&scaled.obs)
+        .gather(1, &s.actions.unsqueeze(1), false)
+        .squeeze_dim(1);
+    let target = tch::no_grad(|| {
+        let next_q = nets.target.q_values_scaled(&scaled.next_obs);
+        let next = if nets.double {
+            let best = nets
+                .online
+                .q_values_scaled(&scaled.next_obs)
+                .argmax(1, true);
+            next_q.gather(1, &best, false).squeeze_dim(1)
+        } else {
+            next_q.max_dim(1, false).0
+        };
+        &s.rewards + &s.discounts * next
+    });
+    let per_item = q.huber_loss(&target, Reduction::None, 1.0);
+    let loss = (&s.weights * per_item).sum(Kind::Float) / s.batch_len as f64;
+    // The gradients are returned, not accumulated into the variables: no
+    // pass over the 3.3M parameters to zero them and none to add into them
+    // (what PyTorch's `zero_grad(set_to_none=True)` saves).
+    let grads = Tensor::run_backward(&[&loss], nets.vars, false, false)
+        .into_iter()
+        .map(|g| if g.defined() { g.contiguous() } else { g })
+        .collect();
+    tch::no_grad(|| SliceLoss {
+        grads,
+        loss: loss.detach(),
+        q_sum: q.sum(Kind::Float),
+        td_abs: (&target - &q).abs(),
+    })
+}
