@@ -75,8 +75,9 @@ impl BatchWorkers {
         online: &[(String, Tensor)],
         target: &[(String, Tensor)],
     ) -> std::io::Result<Self> {
-        let (mut workers, mut threads) = (Vec::new(), Vec::new());
+        let (mut workers, mut threads, mut ready) = (Vec::new(), Vec::new(), Vec::new());
         for index in 0..count {
+            let (up, is_up) = mpsc::channel::<()>();
             let (job, work) = mpsc::channel::<Slice>();
             let (results, done) = mpsc::channel();
             let shallow = |l: &[(String, Tensor)]| -> Vec<(String, Tensor)> {
@@ -90,6 +91,10 @@ impl BatchWorkers {
                 .spawn(move || {
                     apex_model::threads::set_torch_threads_here(1);
                     let shared = Shared::new(net, &online, &target);
+                    // Its networks drew from libtorch's one generator: done
+                    // before `start` returns, so the caller's draws after
+                    // it are the same on every run.
+                    let _ = up.send(());
                     let nets = Nets {
                         online: &shared.online,
                         target: &shared.target,
@@ -106,8 +111,21 @@ impl BatchWorkers {
                 })?;
             workers.push((job, done));
             threads.push(thread);
+            ready.push(is_up);
+        }
+        for r in ready {
+            r.recv().map_err(|_| {
+                std::io::Error::other(
+                    "a batch worker stopped while starting: its panic was printed above",
+                )
+            })?;
         }
         Ok(BatchWorkers { workers, threads })
+    }
+
+    /// How many workers there are (the most slices a batch is taken in).
+    pub fn count(&self) -> usize {
+        self.workers.len()
     }
 
     /// Each worker's slice of `b`, in the batch's order (fewer slices than

@@ -11,6 +11,7 @@ use tch::{Device, Tensor};
 use crate::batch_workers::BatchWorkers;
 use crate::io::batch::Batch;
 use crate::optim::adam::Adam;
+use crate::optim::fused;
 use crate::optim::grad::{scale_to_norm, total_norm};
 use crate::optim::rmsprop::TfRmsProp;
 use crate::persist::state::{self, NamedTensors, StateError};
@@ -244,9 +245,9 @@ impl Dqn {
         };
         // Freed first, so the allocator hands their memory to the new ones.
         self.grads.clear();
-        let (loss, q_sum, td_abs) = self.add_up(slices);
+        let (loss, q_sum, td_abs, norm) = self.add_up(slices);
         let figures = tch::no_grad(|| {
-            let head = [loss, total_norm(&self.grads), q_sum / b.len() as f64];
+            let head = [loss, norm, q_sum / b.len() as f64];
             Tensor::cat(&[Tensor::stack(&head, 0), td_abs], 0).to_device(Device::Cpu)
         });
         let figures = Vec::<f32>::try_from(figures).expect("loss, norm and td errors are f32");
@@ -286,27 +287,42 @@ impl Dqn {
     }
 
     /// Sums the slices' losses into the batch's (into `self.grads` for the
-    /// gradients); returns the loss, the sum of Q and the priorities.
-    fn add_up(&mut self, slices: Vec<SliceLoss>) -> (Tensor, Tensor, Tensor) {
+    /// gradients); returns the loss, the sum of Q, the priorities and the
+    /// gradients' joint norm, left on the device.
+    fn add_up(&mut self, slices: Vec<SliceLoss>) -> (Tensor, Tensor, Tensor, Tensor) {
         let mut slices = slices.into_iter();
         let first = slices.next().expect("a batch has at least one row");
         let (mut loss, mut q_sum, mut td_abs) = (first.loss, first.q_sum, vec![first.td_abs]);
         self.grads = first.grads;
-        tch::no_grad(|| {
-            for s in slices {
-                for (sum, g) in self.grads.iter_mut().zip(&s.grads) {
-                    if sum.defined() && g.defined() {
-                        let _ = sum.g_add_(g);
-                    } else if g.defined() {
-                        *sum = g.shallow_clone();
+        let mut others = Vec::new();
+        for s in slices {
+            loss += s.loss;
+            q_sum += s.q_sum;
+            td_abs.push(s.td_abs);
+            others.push(s.grads);
+        }
+        // On the workers' threads, in one pass (as dense host floats they
+        // always are); libtorch's operations otherwise.
+        let threads = self
+            .workers
+            .as_ref()
+            .map_or_else(fused::torch_threads, BatchWorkers::count);
+        let norm = match fused::add_and_norm(&self.grads, &others, threads) {
+            Some(norm) => Tensor::from(norm as f32),
+            None => tch::no_grad(|| {
+                for o in &others {
+                    for (sum, g) in self.grads.iter_mut().zip(o) {
+                        if sum.defined() && g.defined() {
+                            let _ = sum.g_add_(g);
+                        } else if g.defined() {
+                            *sum = g.shallow_clone();
+                        }
                     }
                 }
-                loss += s.loss;
-                q_sum += s.q_sum;
-                td_abs.push(s.td_abs);
-            }
-        });
-        (loss, q_sum, Tensor::cat(&td_abs, 0))
+                total_norm(&self.grads)
+            }),
+        };
+        (loss, q_sum, Tensor::cat(&td_abs, 0), norm)
     }
 
     fn sync_target(&mut self) {

@@ -104,6 +104,9 @@ struct Reference {
 struct Figures {
     loss: f64,
     td_abs: Vec<f32>,
+    /// The largest |Q| and |target|: the scale of the values whose
+    /// difference a priority is, and so of its rounding.
+    q_scale: f32,
     grads: HashMap<String, Tensor>,
 }
 
@@ -155,6 +158,11 @@ impl Reference {
         Figures {
             loss: loss.double_value(&[]),
             td_abs: Vec::<f32>::try_from((&target - &q).abs().detach()).unwrap(),
+            q_scale: q
+                .abs()
+                .max()
+                .max_other(&target.abs().max())
+                .double_value(&[]) as f32,
             grads: clipped,
         }
     }
@@ -177,6 +185,12 @@ fn the_update_in_two_slices_side_by_side_computes_it_too() {
 /// The update with the batch taken in `slices` slices side by side (one:
 /// whole, on the calling thread).
 fn the_update_in_slices_computes_what_the_plain_one_did(slices: usize) {
+    // One at a time: both draw their weights from libtorch's one generator,
+    // so each sees the same weights on every run.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     tch::manual_seed(5);
     let config = DqnConfig {
         optimizer: Optimizer::Adam { eps: 1.5e-4 },
@@ -221,8 +235,11 @@ fn the_update_in_slices_computes_what_the_plain_one_did(slices: usize) {
     for (i, b) in batches.iter().chain(&batches).enumerate() {
         let want = reference.update(b, &config);
         let got = dqn.update(b).unwrap();
+        // Slices, and sums in another order, round differently; Adam's
+        // steps, the size of the learning rate whatever the gradient's,
+        // carry those last bits into the next updates' losses.
         assert!(
-            (got.loss - want.loss).abs() <= 1e-5 * want.loss.abs().max(1e-3),
+            (got.loss - want.loss).abs() <= 1e-4 * want.loss.abs().max(1e-3),
             "update {i}: loss {} against {}",
             got.loss,
             want.loss
@@ -230,8 +247,9 @@ fn the_update_in_slices_computes_what_the_plain_one_did(slices: usize) {
         assert_eq!(got.td_abs.len(), BATCH);
         for (x, y) in got.td_abs.iter().zip(&want.td_abs) {
             assert!(
-                (x - y).abs() <= 1e-4 * y.abs().max(1e-2),
-                "update {i}: priority {x} against {y}"
+                (x - y).abs() <= 1e-4 * y.abs().max(want.q_scale),
+                "update {i}: priority {x} against {y} (|Q| up to {})",
+                want.q_scale
             );
         }
         let grads: HashMap<String, Tensor> = dqn.gradients().into_iter().collect();

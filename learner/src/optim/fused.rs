@@ -113,9 +113,12 @@ pub fn fits_or_warn(quads: &[Quad<'_>]) -> bool {
 
 /// No two non-empty arrays of any quads overlap in memory.
 fn disjoint(quads: &[Quad<'_>]) -> bool {
-    let mut ranges: Vec<(usize, usize)> = quads
-        .iter()
-        .flat_map(|q| q.tensors)
+    disjoint_tensors(quads.iter().flat_map(|q| q.tensors))
+}
+
+/// No two non-empty tensors' memory overlaps.
+fn disjoint_tensors<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> bool {
+    let mut ranges: Vec<(usize, usize)> = tensors
         .filter(|t| t.numel() > 0)
         .map(|t| {
             let start = t.data_ptr() as usize;
@@ -124,6 +127,96 @@ fn disjoint(quads: &[Quad<'_>]) -> bool {
         .collect();
     ranges.sort_unstable();
     ranges.windows(2).all(|w| w[0].1 <= w[1].0)
+}
+
+/// Adds the gradients of `others` (lists like `sums`: one per variable,
+/// undefined where `sums` is) into `sums` and returns the joint L2 norm of
+/// the sums, in one pass over each chunk on up to `threads` threads: what
+/// adding up the slices of a batch and clipping need. None, with nothing
+/// added, unless all are dense host floats of matching lengths in
+/// separate memory.
+pub fn add_and_norm(sums: &[Tensor], others: &[Vec<Tensor>], threads: usize) -> Option<f64> {
+    let dense = |t: &Tensor, n: usize| {
+        t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous() && t.numel() == n
+    };
+    let fits = others.iter().all(|o| o.len() == sums.len())
+        && sums.iter().enumerate().all(|(v, s)| {
+            others.iter().all(|o| o[v].defined() == s.defined())
+                && (!s.defined()
+                    || (dense(s, s.numel()) && others.iter().all(|o| dense(&o[v], s.numel()))))
+        })
+        && disjoint_tensors(
+            sums.iter()
+                .chain(others.iter().flatten())
+                .filter(|t| t.defined()),
+        );
+    if !fits {
+        return None;
+    }
+    let raw = |t: &Tensor| Raw {
+        ptr: t.data_ptr() as *mut f32,
+        len: t.numel(),
+    };
+    let arrays: Vec<(Raw, Vec<Raw>)> = (0..sums.len())
+        .filter(|&v| sums[v].defined())
+        .map(|v| (raw(&sums[v]), others.iter().map(|o| raw(&o[v])).collect()))
+        .collect();
+    let chunks: Vec<(usize, usize)> = arrays
+        .iter()
+        .enumerate()
+        .flat_map(|(a, (r, _))| (0..r.len.div_ceil(CHUNK)).map(move |c| (a, c * CHUNK)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut sum_sq = 0f64;
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(a, start)) = chunks.get(i) else {
+                return sum_sq;
+            };
+            let (sum, added) = &arrays[a];
+            let len = CHUNK.min(sum.len - start);
+            // SAFETY: `start..start + len` lies inside each array (same
+            // lengths, checked above), each chunk is taken by one thread
+            // only, no array overlaps another (checked), and the tensors
+            // outlive this function.
+            let sum = unsafe { std::slice::from_raw_parts_mut(sum.ptr.add(start), len) };
+            for r in added {
+                // SAFETY: as above; only read.
+                let other = unsafe { std::slice::from_raw_parts(r.ptr.add(start), len) };
+                for (s, o) in sum.iter_mut().zip(other) {
+                    *s += o;
+                }
+            }
+            sum_sq += squares(sum);
+        }
+    };
+    let threads = threads.clamp(1, chunks.len().max(1));
+    Some(
+        std::thread::scope(|s| {
+            let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let mine = work();
+            mine + helpers
+                .into_iter()
+                .map(|h| h.join().expect("adding gradients cannot panic"))
+                .sum::<f64>()
+        })
+        .sqrt(),
+    )
+}
+
+/// The sum of squares of `x`, in sixteen float lanes (so that it
+/// vectorizes) added up in double.
+fn squares(x: &[f32]) -> f64 {
+    let mut lanes = [0f32; 16];
+    let mut blocks = x.chunks_exact(16);
+    for block in &mut blocks {
+        for (l, v) in lanes.iter_mut().zip(block) {
+            *l += v * v;
+        }
+    }
+    let rest: f64 = blocks.remainder().iter().map(|&v| f64::from(v * v)).sum();
+    lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + rest
 }
 
 /// Calls `step(variable index, lanes)` on every chunk of every quad, on up
@@ -333,5 +426,48 @@ mod tests {
                 tensors: [&t, odd, &t, &t]
             }]));
         }
+    }
+
+    #[test]
+    fn adding_slices_gradients_matches_libtorch_and_refuses_odd_tensors() {
+        const FLOAT: (Kind, Device) = (Kind::Float, Device::Cpu);
+        // Two variables, one longer than a chunk, one shorter than a lane
+        // block; three slices; one to three threads.
+        let lens = [CHUNK as i64 + 1000, 5];
+        let grads = || -> Vec<Tensor> { lens.iter().map(|&n| Tensor::randn([n], FLOAT)).collect() };
+        for threads in 1..=3 {
+            let (sums, others) = (grads(), vec![grads(), grads()]);
+            let want: Vec<Tensor> = (0..lens.len())
+                .map(|v| &sums[v] + &others[0][v] + &others[1][v])
+                .collect();
+            let want_norm = Tensor::stack(&want.iter().map(Tensor::norm).collect::<Vec<_>>(), 0)
+                .norm()
+                .double_value(&[]);
+            let norm = add_and_norm(&sums, &others, threads).expect("dense floats fit");
+            assert!(
+                (norm - want_norm).abs() <= 1e-5 * want_norm,
+                "{norm} against {want_norm}"
+            );
+            for (got, want) in sums.iter().zip(&want) {
+                let off = (got - want).abs().max().double_value(&[]);
+                assert!(off <= 1e-6, "{threads} threads: sums off by {off}");
+            }
+        }
+        let square = Tensor::randn([4, 4], FLOAT);
+        let (sums, before) = (vec![square.tr()], square.copy());
+        assert!(
+            add_and_norm(&sums, &[vec![square.copy()]], 2).is_none(),
+            "a strided view"
+        );
+        assert!(square.equal(&before), "nothing added to a refused tensor");
+        let t = Tensor::randn([8], FLOAT);
+        assert!(
+            add_and_norm(&[t.shallow_clone()], &[vec![t.shallow_clone()]], 1).is_none(),
+            "the same memory twice"
+        );
+        assert!(
+            add_and_norm(&[t.copy()], &[vec![Tensor::randn([9], FLOAT)]], 1).is_none(),
+            "lengths differ"
+        );
     }
 }
