@@ -1,8 +1,9 @@
 //! Threads that each take one slice of a CPU batch through both networks
-//! and back, on one libtorch thread apiece. At batch 32 an operation split
-//! over two threads is too small to keep both busy (a quarter of the
-//! samples go to OpenMP's waiting, BENCHMARKS.md); two slices side by side
-//! keep each thread on its own work until their gradients are added.
+//! and back, on their share of the learner's libtorch threads (one apiece
+//! on two cores). At batch 32 an operation split over two threads is too
+//! small to keep both busy (a quarter of the samples go to OpenMP's
+//! waiting, BENCHMARKS.md); two slices side by side keep each thread on
+//! its own work until their gradients are added.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -66,16 +67,17 @@ fn share(vs: &nn::VarStore, from: &[(String, Tensor)]) {
 }
 
 impl BatchWorkers {
-    /// `count` workers for the CPU networks whose variables are `online`
-    /// and `target` (by name).
+    /// `count` workers of `threads` libtorch threads each, for the CPU
+    /// networks whose variables are `online` and `target` (by name).
     pub fn start(
         count: usize,
+        threads: usize,
         net: QNetConfig,
         double: bool,
         online: &[(String, Tensor)],
         target: &[(String, Tensor)],
     ) -> std::io::Result<Self> {
-        let (mut workers, mut threads, mut ready) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut workers, mut handles, mut ready) = (Vec::new(), Vec::new(), Vec::new());
         for index in 0..count {
             let (up, is_up) = mpsc::channel::<()>();
             let (job, work) = mpsc::channel::<Slice>();
@@ -89,7 +91,7 @@ impl BatchWorkers {
             let thread = std::thread::Builder::new()
                 .name(format!("learner-batch-{index}"))
                 .spawn(move || {
-                    apex_model::threads::set_torch_threads_here(1);
+                    apex_model::threads::set_torch_threads_here(threads);
                     let shared = Shared::new(net, &online, &target);
                     // Its networks drew from libtorch's one generator: done
                     // before `start` returns, so the caller's draws after
@@ -110,7 +112,7 @@ impl BatchWorkers {
                     }
                 })?;
             workers.push((job, done));
-            threads.push(thread);
+            handles.push(thread);
             ready.push(is_up);
         }
         for r in ready {
@@ -120,12 +122,10 @@ impl BatchWorkers {
                 )
             })?;
         }
-        Ok(BatchWorkers { workers, threads })
-    }
-
-    /// How many workers there are (the most slices a batch is taken in).
-    pub fn count(&self) -> usize {
-        self.workers.len()
+        Ok(BatchWorkers {
+            workers,
+            threads: handles,
+        })
     }
 
     /// Each worker's slice of `b`, in the batch's order (fewer slices than

@@ -129,6 +129,9 @@ pub struct Dqn {
     /// Threads that take the batch in slices side by side (see
     /// [`Dqn::with_batch_workers`]); none: this thread takes it whole.
     workers: Option<BatchWorkers>,
+    /// The constructing thread's libtorch threads: what adding up the
+    /// slices' gradients runs on.
+    threads: usize,
     /// The last update's gradients, clipped, one per variable of `vars`.
     grads: Vec<Tensor>,
 }
@@ -144,24 +147,25 @@ pub struct UpdateStats {
 
 impl Dqn {
     /// A learner whose batches of Atari frames on the CPU go through the
-    /// networks in as many slices side by side as the calling thread has
-    /// libtorch threads (one thread each); anything else whole on this
-    /// thread, whose own libtorch threads split each operation.
+    /// networks in two slices side by side when the calling thread has two
+    /// or more libtorch threads (each slice on half of them); anything else
+    /// whole on this thread, whose own libtorch threads split each
+    /// operation. Two slices is what was measured (on two cores,
+    /// BENCHMARKS.md): more slices would each bring a whole gradient to add.
     pub fn new(net: QNetConfig, config: DqnConfig, device: Device) -> Result<Self, tch::TchError> {
-        let threads = crate::optim::fused::torch_threads();
         let slices = match (device, net.arch) {
-            (Device::Cpu, Arch::Nature) if threads > 1 => threads,
+            (Device::Cpu, Arch::Nature) if fused::torch_threads() > 1 => 2,
             _ => 1,
         };
         Dqn::with_batch_workers(net, config, device, slices)
     }
 
     /// A learner that takes each batch in `slices` slices side by side,
-    /// each on a thread of its own with one libtorch thread (CPU only; on
-    /// other devices, or with one slice, the calling thread takes batches
-    /// whole). The slices' gradients add up to the whole batch's, which the
-    /// step and the clipping then use on the calling thread's libtorch
-    /// threads.
+    /// each on a thread of its own with an equal share of the calling
+    /// thread's libtorch threads (CPU only; on other devices, or with one
+    /// slice, the calling thread takes batches whole). The slices'
+    /// gradients add up to the whole batch's, which the step and the
+    /// clipping then use on all of the calling thread's threads.
     pub fn with_batch_workers(
         net: QNetConfig,
         config: DqnConfig,
@@ -176,10 +180,12 @@ impl Dqn {
         target_vs.freeze();
         let vars: Vec<Tensor> = sorted(&online_vs).into_iter().map(|(_, t)| t).collect();
         let optimizer = config.optimizer.build(shallow(&vars), config.learning_rate);
+        let threads = fused::torch_threads();
         let workers = match device {
             Device::Cpu if slices > 1 => Some(
                 BatchWorkers::start(
                     slices,
+                    (threads / slices).max(1),
                     net,
                     config.double,
                     &sorted(&online_vs),
@@ -202,6 +208,7 @@ impl Dqn {
             updates: 0,
             scaled: Scaled::new(),
             workers,
+            threads,
             grads: Vec::new(),
         })
     }
@@ -221,8 +228,8 @@ impl Dqn {
     pub fn update(&mut self, b: &Batch) -> Result<UpdateStats, NonFinite> {
         let slices = match &self.workers {
             Some(workers) => {
-                // The workers hold the cores: this thread's own operations
-                // (adding up the slices) run inline, where threads of its
+                // The workers hold the cores: this thread's own libtorch
+                // operations (clipping) run inline, where threads of its
                 // own would spin in OpenMP's wait beside the workers.
                 if tch::get_num_threads() != 1 {
                     apex_model::threads::set_torch_threads_here(1);
@@ -301,13 +308,9 @@ impl Dqn {
             td_abs.push(s.td_abs);
             others.push(s.grads);
         }
-        // On the workers' threads, in one pass (as dense host floats they
+        // In one pass on all threads (as dense host floats they
         // always are); libtorch's operations otherwise.
-        let threads = self
-            .workers
-            .as_ref()
-            .map_or_else(fused::torch_threads, BatchWorkers::count);
-        let norm = match fused::add_and_norm(&self.grads, &others, threads) {
+        let norm = match fused::add_and_norm(&self.grads, &others, self.threads) {
             Some(norm) => Tensor::from(norm as f32),
             None => tch::no_grad(|| {
                 for o in &others {
