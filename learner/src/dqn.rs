@@ -226,6 +226,9 @@ impl Dqn {
     /// for the device once, for the figures it needs before stepping; the
     /// step itself is left queued (on CUDA) behind the next batch's work.
     pub fn update(&mut self, b: &Batch) -> Result<UpdateStats, NonFinite> {
+        // The last update's gradients, freed first, so the allocator hands
+        // their memory to the new ones.
+        self.grads.clear();
         let slices = match &self.workers {
             Some(workers) => {
                 // The workers hold the cores: this thread's own libtorch
@@ -250,8 +253,6 @@ impl Dqn {
                 )]
             }
         };
-        // Freed first, so the allocator hands their memory to the new ones.
-        self.grads.clear();
         let (loss, q_sum, td_abs, norm) = self.add_up(slices);
         let figures = tch::no_grad(|| {
             let head = [loss, norm, q_sum / b.len() as f64];
