@@ -80,6 +80,7 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
         max_updates: Some(max_updates),
         prefetch: 2,
         input_workers: 1,
+        batch_slices: 1,
         beta_start: 0.4,
         beta_end: 1.0,
         beta_anneal_updates: max_updates,

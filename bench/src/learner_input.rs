@@ -130,6 +130,7 @@ async fn measure(
         max_updates: None,
         prefetch: 2,
         input_workers: workers,
+        batch_slices: apex_learner::dqn::default_batch_slices(device, Arch::Nature),
         beta_start: 0.4,
         beta_end: 0.4,
         beta_anneal_updates: 1,

@@ -145,19 +145,23 @@ pub struct UpdateStats {
     pub td_abs: Vec<f32>,
 }
 
+/// Slices a batch is taken in side by side: on the CPU with a Nature
+/// network and two or more libtorch threads on the calling thread, two
+/// (each slice on half of them); anything else whole, libtorch splitting
+/// each operation. Two slices gained 6% in `apex local` on a Zen 5 EPYC
+/// and lost 9% in the learner's bench on an Intel Xeon (BENCHMARKS.md);
+/// more slices were not measured, and each brings a whole gradient to add.
+pub fn default_batch_slices(device: Device, arch: Arch) -> usize {
+    match (device, arch) {
+        (Device::Cpu, Arch::Nature) if fused::torch_threads() > 1 => 2,
+        _ => 1,
+    }
+}
+
 impl Dqn {
-    /// A learner whose batches of Atari frames on the CPU go through the
-    /// networks in two slices side by side when the calling thread has two
-    /// or more libtorch threads (each slice on half of them); anything else
-    /// whole on this thread, whose own libtorch threads split each
-    /// operation. Two slices is what was measured (on two cores,
-    /// BENCHMARKS.md): more slices would each bring a whole gradient to add.
+    /// A learner taking batches in [`default_batch_slices`] slices.
     pub fn new(net: QNetConfig, config: DqnConfig, device: Device) -> Result<Self, tch::TchError> {
-        let slices = match (device, net.arch) {
-            (Device::Cpu, Arch::Nature) if fused::torch_threads() > 1 => 2,
-            _ => 1,
-        };
-        Dqn::with_batch_workers(net, config, device, slices)
+        Dqn::with_batch_workers(net, config, device, default_batch_slices(device, net.arch))
     }
 
     /// A learner that takes each batch in `slices` slices side by side,

@@ -63,6 +63,9 @@ pub struct LearnerConfig {
     /// Input workers: Sample calls in flight, each answer decoded on its
     /// own thread ([`default_input_workers`] gives the usual count).
     pub input_workers: usize,
+    /// Slices each batch is taken in side by side, one thread each (CPU
+    /// only; 1: whole; [`dqn::default_batch_slices`] gives the usual count).
+    pub batch_slices: usize,
     /// Importance-sampling exponent, annealed linearly from start to end
     /// over `beta_anneal_updates` updates.
     pub beta_start: f64,
@@ -191,6 +194,7 @@ pub async fn run(
     tracing::info!(
         device = ?dqn.device(),
         input_workers = config.input_workers,
+        batch_slices = config.batch_slices,
         "learner starting"
     );
     let version = resumed_version + 1;
@@ -219,7 +223,7 @@ fn start_dqn(config: &LearnerConfig) -> Result<(Dqn, u64), LearnerError> {
         config.dueling,
     );
     let device = apex_model::device(config.cuda)?;
-    let mut dqn = Dqn::new(net, config.dqn, device)?;
+    let mut dqn = Dqn::with_batch_workers(net, config.dqn, device, config.batch_slices.max(1))?;
     let resumed = match &config.run_dir {
         Some(dir) => checkpoint::resume(dir, &mut dqn)?,
         None => None,

@@ -200,6 +200,7 @@ mod tests {
             max_updates: None,
             prefetch: 1,
             input_workers: 1,
+            batch_slices: 1,
             beta_start: 0.4,
             beta_end: 1.0,
             beta_anneal_updates: 100,

@@ -69,8 +69,9 @@ pub(super) fn learner_config(
     let device = apex_model::device(t.cuda)?;
     let spec = game.spec();
     let (obs_shape, num_actions) = spec.probe()?;
+    let arch = Arch::for_observation(&obs_shape);
     Ok(LearnerConfig {
-        arch: Arch::for_observation(&obs_shape),
+        arch,
         replay_addr,
         obs_shape,
         num_actions,
@@ -86,6 +87,10 @@ pub(super) fn learner_config(
         input_workers: t.input_workers.map_or_else(
             || apex_learner::default_input_workers(device),
             |w| w as usize,
+        ),
+        batch_slices: t.batch_slices.map_or_else(
+            || apex_learner::dqn::default_batch_slices(device, arch),
+            |s| s as usize,
         ),
         beta_start: t.beta_start,
         beta_end: t.beta_end,

@@ -134,6 +134,7 @@ pub fn learner_config(
         max_updates,
         prefetch: 2,
         input_workers: 1,
+        batch_slices: 1,
         beta_start: 0.4,
         beta_end: 1.0,
         beta_anneal_updates: 100,
