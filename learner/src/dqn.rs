@@ -148,9 +148,10 @@ pub struct UpdateStats {
 /// Slices a batch is taken in side by side: on the CPU with a Nature
 /// network and two or more libtorch threads on the calling thread, two
 /// (each slice on half of them); anything else whole, libtorch splitting
-/// each operation. Two slices gained 6% in `apex local` on a Zen 5 EPYC
-/// and lost 9% in the learner's bench on an Intel Xeon (BENCHMARKS.md);
-/// more slices were not measured, and each brings a whole gradient to add.
+/// each operation. Two slices gained 6% (Zen 5 EPYC) and 11% (Intel
+/// Xeon) in `apex local`, though on that Xeon the learner's bench alone
+/// ran 9% slower with them (BENCHMARKS.md); more slices were not measured,
+/// and each brings a whole gradient to add.
 pub fn default_batch_slices(device: Device, arch: Arch) -> usize {
     match (device, arch) {
         (Device::Cpu, Arch::Nature) if fused::torch_threads() > 1 => 2,

@@ -223,7 +223,7 @@ fn start_dqn(config: &LearnerConfig) -> Result<(Dqn, u64), LearnerError> {
         config.dueling,
     );
     let device = apex_model::device(config.cuda)?;
-    let mut dqn = Dqn::with_batch_workers(net, config.dqn, device, config.batch_slices.max(1))?;
+    let mut dqn = Dqn::with_batch_workers(net, config.dqn, device, config.batch_slices)?;
     let resumed = match &config.run_dir {
         Some(dir) => checkpoint::resume(dir, &mut dqn)?,
         None => None,

@@ -169,7 +169,8 @@ pub struct TrainArgs {
     #[arg(long, env = "APEX_INPUT_WORKERS", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub input_workers: Option<u64>,
     /// Slices each CPU batch is taken in side by side, one thread each (1:
-    /// whole) [default: 2 with two or more libtorch threads, else 1].
+    /// whole) [default: 2 on the CPU with two or more libtorch threads,
+    /// else 1].
     #[arg(long, env = "APEX_BATCH_SLICES", value_parser = clap::value_parser!(u64).range(1..=16))]
     pub batch_slices: Option<u64>,
 }
