@@ -16,7 +16,6 @@ the same libtorch gives the same Q-values to float rounding.
 from __future__ import annotations
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 
@@ -47,6 +46,9 @@ class ApexQNet(nn.Module):
     @classmethod
     def from_safetensors(cls, path, device: str | torch.device = "cpu") -> "ApexQNet":
         """Builds the network `path` describes and loads its weights (in eval mode)."""
+        # Imported here: building the network (scripts/bench_learner.py) needs only torch.
+        from safetensors.torch import load_file
+
         tensors = load_file(str(path), device=str(device))
         if "advantage.out.weight" not in tensors or "advantage.hidden.weight" not in tensors:
             raise ValueError(f"{path} has no advantage head: export a checkpoint with `apex export`")

@@ -4,9 +4,14 @@ makes, written as a PyTorch user would write it from Python. Same network
 targets, Huber weighted by importance weights), gradient-norm clip, optimizer
 (Adam, or centred RMSProp with TensorFlow's epsilon inside the square root)
 and batches gathered from a pool of uint8 84x84 frames into stacks of 4.
-Prints lines in the format `apex-bench learner` uses:
+Prints lines in the format `apex-bench learner` uses (with --cuda, on the
+GPU, keys end in `-cuda` as apex's do):
 
     pytorch_updates_per_sec b512-t1-adam 1.234
+
+Needs only torch, so it runs in any python that has torch; frames are
+gathered with numpy where it is installed (its fancy indexing is about 2-5x
+faster on the host than torch's), with torch's indexing otherwise.
 """
 
 import argparse
@@ -15,14 +20,18 @@ import pathlib
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+try:
+    import numpy as np
+except ImportError:
+    np = None
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from apex_qnet import ApexQNet  # noqa: E402
 
-# The settings `apex-bench learner` uses (presets/apex-breakout.toml, and the
+# The settings `apex-bench learner` uses (presets/apex-atari.toml, and the
 # Ape-X paper's RMSProp).
 ACTIONS = 4
 STACK = 4
@@ -69,40 +78,54 @@ def optimizer(name: str, params):
     raise SystemExit(f"unknown optimizer {name!r}: use adam or rmsprop")
 
 
-def batches(batch: int, rng: np.random.Generator):
+def gather(pool, idx) -> torch.Tensor:
+    """The uint8 stacks pool[idx], on the host."""
+    frames = pool[idx]
+    return torch.from_numpy(frames) if np is not None else frames
+
+
+def batches(batch: int, rng: torch.Generator, device: torch.device):
     """Index sets of PREPARED_BATCHES batches: n = 3 transitions whose stacks
-    overlap as a replay's do (frames t-3..t, then t..t+3)."""
+    overlap as a replay's do (frames t-3..t, then t..t+3). The frame indices
+    stay on the host (frames are gathered there, as numpy arrays where numpy
+    is installed); the rest is on `device`."""
     out = []
     for _ in range(PREPARED_BATCHES):
-        t = rng.integers(STACK - 1, POOL_FRAMES - STACK, size=batch)
+        t = torch.randint(STACK - 1, POOL_FRAMES - STACK, (batch,), generator=rng)
+        rewards = torch.randint(0, 2, (batch,), generator=rng).float()
+        weights = torch.rand((batch,), generator=rng) * 0.9 + 0.1
+        obs, next_obs = t[:, None] + torch.arange(-(STACK - 1), 1), t[:, None] + torch.arange(0, STACK)
+        if np is not None:
+            obs, next_obs = obs.numpy(), next_obs.numpy()
         out.append(
             dict(
-                obs=t[:, None] + np.arange(-(STACK - 1), 1),
-                next_obs=t[:, None] + np.arange(0, STACK),
-                actions=torch.from_numpy(rng.integers(0, ACTIONS, size=batch)),
-                rewards=torch.from_numpy(rng.choice([0.0, 1.0], size=batch).astype(np.float32)),
-                discounts=torch.full((batch,), GAMMA_N, dtype=torch.float32),
-                weights=torch.from_numpy(rng.uniform(0.1, 1.0, size=batch).astype(np.float32)),
+                obs=obs,
+                next_obs=next_obs,
+                actions=torch.randint(0, ACTIONS, (batch,), generator=rng).to(device),
+                rewards=rewards.to(device),
+                discounts=torch.full((batch,), GAMMA_N, dtype=torch.float32, device=device),
+                weights=weights.to(device),
             )
         )
     return out
 
 
 class Learner:
-    def __init__(self, opt: str):
-        self.online = ApexQNet("nature", STACK, 64 * 7 * 7, 512, ACTIONS, True)
-        self.target = ApexQNet("nature", STACK, 64 * 7 * 7, 512, ACTIONS, True)
+    def __init__(self, opt: str, device: torch.device):
+        self.device = device
+        self.online = ApexQNet("nature", STACK, 64 * 7 * 7, 512, ACTIONS, True).to(device)
+        self.target = ApexQNet("nature", STACK, 64 * 7 * 7, 512, ACTIONS, True).to(device)
         self.target.load_state_dict(self.online.state_dict())
         self.target.requires_grad_(False)
         self.params = list(self.online.parameters())
         self.opt = optimizer(opt, self.params)
         self.updates = 0
 
-    def update(self, pool: np.ndarray, b: dict):
-        # Batch construction: gather uint8 frames into stacks (the network
-        # scales them to float / 255).
-        obs = torch.from_numpy(pool[b["obs"]])
-        next_obs = torch.from_numpy(pool[b["next_obs"]])
+    def update(self, pool, b: dict):
+        # Batch construction: gather uint8 frames into stacks on the host
+        # and move them to the device (the network scales them to float / 255).
+        obs = gather(pool, b["obs"]).to(self.device)
+        next_obs = gather(pool, b["next_obs"]).to(self.device)
         q = self.online(obs).gather(1, b["actions"][:, None]).squeeze(1)
         with torch.no_grad():
             next_q = self.target(next_obs)
@@ -119,17 +142,19 @@ class Learner:
         if self.updates % TARGET_UPDATE_EVERY == 0:
             self.target.load_state_dict(self.online.state_dict())
         # New priorities and the mean Q, as the learner reports them.
-        td_abs = (target - q).abs().detach().numpy()
+        td_abs = (target - q).abs().detach().cpu()
         return td_abs, q.mean().item()
 
 
-def updates_per_sec(batch: int, threads: int, opt: str, seconds: float) -> float:
+def updates_per_sec(batch: int, threads: int, opt: str, seconds: float, device: torch.device) -> float:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    pool = rng.integers(0, 256, size=(POOL_FRAMES, FRAME, FRAME), dtype=np.uint8)
-    prepared = batches(batch, rng)
-    learner = Learner(opt)
+    rng = torch.Generator().manual_seed(0)
+    pool = torch.randint(0, 256, (POOL_FRAMES, FRAME, FRAME), dtype=torch.uint8, generator=rng)
+    if np is not None:
+        pool = pool.numpy()
+    prepared = batches(batch, rng, device)
+    learner = Learner(opt, device)
     # Warm-up: oneDNN picks and caches its kernels on the first passes.
     for i in range(3):
         learner.update(pool, prepared[i % PREPARED_BATCHES])
@@ -137,6 +162,8 @@ def updates_per_sec(batch: int, threads: int, opt: str, seconds: float) -> float
     while time.perf_counter() - start < seconds:
         learner.update(pool, prepared[n % PREPARED_BATCHES])
         n += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return n / (time.perf_counter() - start)
 
 
@@ -146,12 +173,21 @@ def main():
     p.add_argument("--threads", default="1,2", help="torch threads, comma-separated")
     p.add_argument("--optimizer", default="adam", help="adam, rmsprop, or both comma-separated")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds per measurement")
+    p.add_argument("--cuda", action="store_true", help="train on the GPU (cuda:0)")
     a = p.parse_args()
+    device = torch.device("cpu")
+    suffix = ""
+    if a.cuda:
+        if not torch.cuda.is_available():
+            raise SystemExit("--cuda was asked for but torch sees no usable GPU")
+        device, suffix = torch.device("cuda:0"), "-cuda"
+        # As apex's learner sets it: cuDNN picks its fastest kernels once.
+        torch.backends.cudnn.benchmark = True
     for opt in a.optimizer.split(","):
         for batch in map(int, a.batch.split(",")):
             for threads in map(int, a.threads.split(",")):
-                rate = updates_per_sec(batch, threads, opt, a.seconds)
-                print(f"pytorch_updates_per_sec b{batch}-t{threads}-{opt} {rate:.3f}", flush=True)
+                rate = updates_per_sec(batch, threads, opt, a.seconds, device)
+                print(f"pytorch_updates_per_sec b{batch}-t{threads}-{opt}{suffix} {rate:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # while another actor is still inserting.
 CATCH = {"preset": "catch", "max_env_steps": 10_000, "eval_every_secs": 1, "apex_args": []}
 ATARI = {
-    "preset": "apex-breakout",
+    "preset": "apex-atari",
     "max_env_steps": 100_000,
     "eval_every_secs": 120,
     "apex_args": ["--actors", "1", "--envs", "16"],
@@ -91,7 +91,7 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, help="where trials.md and best.toml go [the --runs folder]")
     p.add_argument(
         "--preset",
-        help="preset the trials start from: a name in presets/ or a file [catch: catch, else apex-breakout]",
+        help="preset the trials start from: a name in presets/ or a file [catch: catch, else apex-atari]",
     )
     p.add_argument("--max-env-steps", type=int, help="agent steps per actor in a trial [catch: 10000, else 100000]")
     p.add_argument("--protocol", default="v4", choices=["v4", "v5"], help="evaluation protocol that scores [v4]")

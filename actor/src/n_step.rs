@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 
+use apex_proto::priority::clamp_priority;
 use apex_proto::v1::Transition;
 
 /// How an episode's step ended it, if it did.
@@ -48,16 +49,19 @@ pub struct Emitted {
 
 impl Emitted {
     /// |n-step TD error| given max_a Q(next_obs, a) (ignored when the
-    /// discount is 0); `None` when the bootstrap value is not at hand.
+    /// discount is 0), clamped into the replay's range (a diverged copy of
+    /// the network must not get its inserts refused); `None` when the
+    /// bootstrap value is not at hand.
     pub fn td_priority(&self, max_q_next: f32) -> Option<f32> {
         let t = &self.transition;
-        if t.discount == 0.0 {
-            Some((t.reward - self.q).abs())
+        let td = if t.discount == 0.0 {
+            t.reward - self.q
         } else if self.ends_episode {
-            None
+            return None;
         } else {
-            Some((t.reward + t.discount * max_q_next - self.q).abs())
-        }
+            t.reward + t.discount * max_q_next - self.q
+        };
+        Some(clamp_priority(td.abs()))
     }
 }
 
@@ -231,6 +235,17 @@ mod tests {
             e[0].td_priority(3.0),
             None,
             "after a truncation the bootstrap is not at hand"
+        );
+        // A diverged network's huge (or infinite) values still give a
+        // priority the replay takes.
+        let e = emitted(2, &[1.0, 2.0, 4.0], None);
+        assert_eq!(
+            e[0].td_priority(1.0e9),
+            Some(apex_proto::priority::MAX_PRIORITY)
+        );
+        assert_eq!(
+            e[0].td_priority(f32::INFINITY),
+            Some(apex_proto::priority::MAX_PRIORITY)
         );
     }
 

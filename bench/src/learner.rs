@@ -51,6 +51,10 @@ pub struct LearnerBenchArgs {
     /// many slices side by side as there are threads.
     #[arg(long)]
     whole: bool,
+    /// Train on the GPU, as a CUDA learner does (batches uploaded from
+    /// pinned buffers); figures are keyed with a `-cuda` suffix.
+    #[arg(long)]
+    cuda: bool,
 }
 
 pub fn run(a: LearnerBenchArgs) -> Result<()> {
@@ -63,6 +67,12 @@ pub fn run(a: LearnerBenchArgs) -> Result<()> {
     );
     let pool = frame_pool(&spec, &obs_shape, a.codec.into())?;
     let net = QNetConfig::new(Arch::Nature, &obs_shape, actions, true);
+    let device = apex_model::device(a.cuda)?;
+    if device.is_cuda() {
+        // As the learner sets it: cuDNN picks its fastest kernels once.
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let suffix = if device.is_cuda() { "-cuda" } else { "" };
     for &optimizer in &a.optimizer {
         for &batch in &a.batch {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -70,13 +80,14 @@ pub fn run(a: LearnerBenchArgs) -> Result<()> {
                 .map(|_| response(&pool, &obs_shape, actions, batch, a.codec.into(), &mut rng))
                 .collect();
             for &threads in &a.threads {
-                let key = format!("b{batch}-t{threads}-{}", name(optimizer));
+                let key = format!("b{batch}-t{threads}-{}{suffix}", name(optimizer));
                 let m = measure(
                     net,
                     dqn_config(optimizer),
                     &responses,
                     threads,
                     a.whole,
+                    device,
                     Duration::from_secs_f64(a.seconds),
                 )?;
                 // One line per figure, machine-readable for scripts/bench-learner.sh.
@@ -88,7 +99,7 @@ pub fn run(a: LearnerBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The learner's settings as presets/apex-breakout.toml has them (Adam), or
+/// The learner's settings as presets/apex-atari.toml has them (Adam), or
 /// the Ape-X paper's centred RMSProp.
 fn dqn_config(optimizer: OptimizerName) -> DqnConfig {
     let (optimizer, learning_rate) = match optimizer {
@@ -108,6 +119,8 @@ fn dqn_config(optimizer: OptimizerName) -> DqnConfig {
         max_grad_norm: 40.0,
         target_update_every: 2_500,
         double: true,
+        loss: apex_learner::dqn::TdLoss::Huber,
+        munchausen: None,
     }
 }
 
@@ -203,17 +216,18 @@ fn measure(
     responses: &[SampleResponse],
     threads: i32,
     whole: bool,
+    device: tch::Device,
     duration: Duration,
 ) -> Result<Measured> {
     tch::set_num_threads(threads);
     tch::manual_seed(0);
     let mut dqn = match whole {
-        true => Dqn::with_batch_workers(net, config, tch::Device::Cpu, 1)?,
-        false => Dqn::new(net, config, tch::Device::Cpu)?,
+        true => Dqn::with_batch_workers(net, config, device, 1, threads as usize)?,
+        false => Dqn::new(net, config, device)?,
     };
     let shape: Vec<usize> = net.obs_shape.iter().map(|&d| d as usize).collect();
     let actions = net.actions as usize;
-    let to = apex_learner::io::upload::Uploader::new(tch::Device::Cpu);
+    let to = apex_learner::io::upload::Uploader::new(device);
     let mut step = |i: usize| -> Result<Duration> {
         let t = Instant::now();
         let b = Batch::from_response(responses[i % responses.len()].clone(), &shape, actions, &to)
@@ -230,6 +244,11 @@ fn measure(
     while start.elapsed() < duration {
         batching += step(n)?;
         n += 1;
+    }
+    // Each update waits for its loss, but its step is left queued: the
+    // figure counts only finished work.
+    if let tch::Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
     }
     Ok(Measured {
         updates_per_sec: n as f64 / start.elapsed().as_secs_f64(),

@@ -108,6 +108,7 @@ async fn measure(
     workers: usize,
     device: tch::Device,
 ) -> Result<f64> {
+    let threads = apex_model::threads::torch_threads_here();
     let config = LearnerConfig {
         replay_addr: addr.to_owned(),
         obs_shape: shape.to_vec(),
@@ -121,6 +122,8 @@ async fn measure(
             max_grad_norm: 40.0,
             target_update_every: 250,
             double: true,
+            loss: apex_learner::dqn::TdLoss::Huber,
+            munchausen: None,
         },
         batch_size: a.batch,
         publish_every: 25,
@@ -130,7 +133,8 @@ async fn measure(
         max_updates: None,
         prefetch: 2,
         input_workers: workers,
-        batch_slices: apex_learner::dqn::default_batch_slices(device, Arch::Nature),
+        batch_slices: apex_learner::dqn::default_batch_slices(device, Arch::Nature, threads),
+        torch_threads: threads,
         beta_start: 0.4,
         beta_end: 0.4,
         beta_anneal_updates: 1,

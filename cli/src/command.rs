@@ -23,7 +23,8 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Train on this machine: replay server, learner and actors in one
-    /// process over loopback gRPC. Ctrl-C stops it and leaves a checkpoint.
+    /// process over loopback gRPC. Ctrl-C stops it and leaves a checkpoint;
+    /// so does a budget (--total-env-steps, --minutes), then evaluates it.
     #[cfg(feature = "torch")]
     #[command(display_order = 1)]
     Local(services::LocalArgs),

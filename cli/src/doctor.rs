@@ -7,7 +7,7 @@ use clap::Args;
 #[derive(Args)]
 pub struct DoctorArgs {
     /// Fail unless CUDA is usable.
-    #[arg(long)]
+    #[arg(long, env = "APEX_REQUIRE_CUDA")]
     require_cuda: bool,
 }
 

@@ -93,12 +93,13 @@ pub struct RecordArgs {
     #[command(flatten)]
     game: GameArgs,
     /// `random`, or a file of action indices, one per line.
-    #[arg(long, default_value = "random")]
+    #[arg(long, env = "APEX_ACTIONS", default_value = "random")]
     actions: String,
     /// Steps to play [default: the actions file's length, or 1000].
-    #[arg(long)]
+    #[arg(long, env = "APEX_STEPS")]
     steps: Option<usize>,
-    #[arg(long, default_value = "runs/env-record")]
+    /// The folder to write into.
+    #[arg(long, env = "APEX_OUT", default_value = "runs/env-record")]
     out: PathBuf,
 }
 

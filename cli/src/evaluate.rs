@@ -13,7 +13,7 @@ use apex_model::policy::PolicyNet;
 use clap::{Args, ValueEnum};
 
 use crate::env_cmd::GameArgs;
-use crate::services::{net_config, EVAL_SEED_OFFSET, PARALLEL_GAMES};
+use crate::services::{at_least_one, net_config, EVAL_SEED_OFFSET, PARALLEL_GAMES};
 
 /// A checkpoint as a policy for `spec`'s game; dueling or not is read from
 /// the checkpoint's variable names.
@@ -38,16 +38,16 @@ pub struct EvalCmdArgs {
     #[command(flatten)]
     pub preset: crate::preset::PresetArg,
     /// A learner checkpoint (checkpoint.ot in a run folder).
-    #[arg(long)]
+    #[arg(long, env = "APEX_CHECKPOINT")]
     checkpoint: PathBuf,
     /// The game and the protocol (--protocol v4|v5) to evaluate under.
     #[command(flatten)]
     game: GameArgs,
     /// Whole games to play.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "APEX_EPISODES", default_value_t = 10, value_parser = at_least_one::<usize>)]
     episodes: usize,
     /// Probability of a random action.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, env = "APEX_EPSILON", default_value_t = 0.05)]
     epsilon: f64,
 }
 
@@ -93,7 +93,6 @@ fn stop_on_signal() -> Arc<std::sync::atomic::AtomicBool> {
 }
 
 pub fn eval(a: EvalCmdArgs) -> Result<()> {
-    anyhow::ensure!(a.episodes > 0, "--episodes must be at least 1");
     anyhow::ensure!(
         (0.0..=1.0).contains(&a.epsilon),
         "--epsilon {} must be in [0, 1]",
@@ -137,24 +136,24 @@ pub struct PlayArgs {
     #[command(flatten)]
     pub preset: crate::preset::PresetArg,
     /// A learner checkpoint (checkpoint.ot); not needed with --policy random.
-    #[arg(long)]
+    #[arg(long, env = "APEX_CHECKPOINT")]
     checkpoint: Option<PathBuf>,
     /// The animated GIF to write (raw screens, one per agent step).
-    #[arg(long)]
+    #[arg(long, env = "APEX_GIF")]
     gif: PathBuf,
     #[command(flatten)]
     game: GameArgs,
-    #[arg(long, default_value_t = 1)]
+    /// Whole games to play.
+    #[arg(long, env = "APEX_EPISODES", default_value_t = 1, value_parser = at_least_one::<usize>)]
     episodes: usize,
-    #[arg(long, value_enum, default_value = "greedy")]
+    #[arg(long, env = "APEX_POLICY", value_enum, default_value = "greedy")]
     policy: PolicyName,
     /// Probability of a random action for --policy greedy.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, env = "APEX_EPSILON", default_value_t = 0.05)]
     epsilon: f64,
 }
 
 pub fn play_cmd(a: PlayArgs) -> Result<()> {
-    anyhow::ensure!(a.episodes > 0, "--episodes must be at least 1");
     let (spec, protocol) = eval_spec(&a.game)?;
     let player = match (a.policy, &a.checkpoint) {
         (PolicyName::Random, _) => Player::Random,

@@ -12,10 +12,10 @@ use tch::Tensor;
 #[derive(Args)]
 pub struct ExportArgs {
     /// A learner checkpoint (checkpoint.ot in a run folder).
-    #[arg(long)]
+    #[arg(long, env = "APEX_CHECKPOINT")]
     pub checkpoint: PathBuf,
     /// The safetensors file to write [default: model.safetensors beside the checkpoint].
-    #[arg(long)]
+    #[arg(long, env = "APEX_OUT")]
     pub out: Option<PathBuf>,
 }
 

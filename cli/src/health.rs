@@ -14,10 +14,10 @@ pub struct HealthArgs {
     #[arg(default_value = "127.0.0.1:50051")]
     addr: String,
     /// The service to ask about (apex.v1.Replay, apex.v1.Parameters); empty: the whole server.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "APEX_SERVICE", default_value = "")]
     service: String,
     /// Seconds to wait for the answer.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, env = "APEX_TIMEOUT", default_value_t = 5.0)]
     timeout: f64,
     /// TLS settings for an https:// address (the health service needs no token).
     #[command(flatten)]

@@ -27,7 +27,7 @@ pub struct PlotArgs {
     pub run_dirs: Vec<PathBuf>,
     /// Where to write the PNG [default: RUN_DIR/curve.png for one run,
     /// compare.png for several].
-    #[arg(long, env = "APEX_PLOT_OUT")]
+    #[arg(long, env = "APEX_OUT")]
     pub out: Option<PathBuf>,
 }
 

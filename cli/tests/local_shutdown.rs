@@ -127,3 +127,83 @@ fn ctrl_c_stops_a_rate_limited_run_promptly_and_cleanly() {
     assert!(!stderr.contains("error"), "{stderr}");
     assert!(dir.path().join("checkpoint.ot").exists());
 }
+
+/// `apex local` on Catch with `budget` flags: it must stop by itself.
+fn budgeted_run(dir: &std::path::Path, budget: &[&str]) -> (String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_apex"))
+        .args(["local", "--game", "catch", "--run-dir"])
+        .arg(dir)
+        .args(["--metrics-addr", "127.0.0.1:0", "--log-every", "60"])
+        .args(["--actors", "2", "--envs", "4", "--min-size", "200"])
+        // One periodic round at the first weights, then none: the last row
+        // must be the final evaluation's.
+        .args(["--eval-episodes", "20", "--eval-every-secs", "3600"])
+        .args(budget)
+        .env_remove("APEX_PRESET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("apex local {budget:?} still running after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "{budget:?}: {out}\n{err}");
+    assert!(
+        dir.join("checkpoint.ot").exists(),
+        "{budget:?}: no checkpoint"
+    );
+    let replay = std::fs::read_dir(dir.join("replay")).map_or(0, |d| d.count());
+    assert!(replay > 0, "{budget:?}: no replay checkpoint");
+    (out, err)
+}
+
+/// The last eval.csv row's env_frames (Catch: one frame per agent step).
+fn last_eval_frames(dir: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("eval.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "env_frames").unwrap();
+    let last = lines.last().expect("an evaluation row");
+    last.split(',').nth(col).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_step_budget_of_all_actors_stops_the_run_like_ctrl_c_and_evaluates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = budgeted_run(dir.path(), &["--total-env-steps", "3000"]);
+    assert!(
+        out.contains("budget spent: --total-env-steps 3000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("final evaluation of the checkpoint"),
+        "{out}\n{err}"
+    );
+    let frames = last_eval_frames(dir.path());
+    // Both actors counted together: each alone would stop at 3,000 of its own.
+    assert!(
+        (3000..4500).contains(&frames),
+        "final row at {frames} steps"
+    );
+}
+
+#[test]
+fn a_wall_clock_budget_stops_the_run_like_ctrl_c_and_evaluates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let (out, _) = budgeted_run(dir.path(), &["--minutes", "0.2"]);
+    assert!(start.elapsed() >= Duration::from_secs(12), "stopped early");
+    assert!(out.contains("budget spent: --minutes 0.2"), "{out}");
+    assert!(out.contains("final evaluation of the checkpoint"), "{out}");
+    assert!(last_eval_frames(dir.path()) > 0);
+}

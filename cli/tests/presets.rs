@@ -76,7 +76,7 @@ fn flags_beat_variables_beat_the_preset_and_the_run_records_them() {
 fn the_default_preset_fits_a_cpu_and_the_gpu_preset_runs_on_it_when_told() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let o = local(&run, Some("apex-breakout"), &[], &["--batch-size", "32"]);
+    let o = local(&run, Some("apex-atari"), &[], &["--batch-size", "32"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c = config(&run);
     assert_eq!(get(&c, "learner", "optimizer").as_str(), Some("adam"));
@@ -102,14 +102,14 @@ fn the_default_preset_fits_a_cpu_and_the_gpu_preset_runs_on_it_when_told() {
     let run = dir.path().join("gpu");
     let o = local(
         &run,
-        Some("apex-breakout-gpu"),
+        Some("apex-atari-gpu"),
         &[],
         &["--cuda=false", "--batch-size", "32"],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let c = config(&run);
     let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
-    assert!(text.contains("from preset apex-breakout-gpu"), "{text}");
+    assert!(text.contains("from preset apex-atari-gpu"), "{text}");
     assert_eq!(get(&c, "learner", "cuda").as_bool(), Some(false));
     assert_eq!(get(&c, "learner", "optimizer").as_str(), Some("rmsprop"));
     assert_eq!(
@@ -140,7 +140,7 @@ fn asking_for_cuda_without_a_gpu_stops_at_start() {
         ("flag=on", None, &[], &["--cuda=on"]),
         ("variable 1", None, &[("APEX_CUDA", "1")], &[]),
         ("variable on", None, &[("APEX_CUDA", "on")], &[]),
-        ("gpu preset", Some("apex-breakout-gpu"), &[], &[]),
+        ("gpu preset", Some("apex-atari-gpu"), &[], &[]),
     ];
     for (what, preset, envs, flags) in asks {
         let run = dir.path().join(what.replace(' ', "-"));
@@ -195,4 +195,180 @@ fn bad_presets_fail_with_one_clear_line() {
     let o = local(&run, broken.to_str(), &[], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is not valid TOML"), "{err}");
+}
+
+/// Every file in presets/ is a built-in preset by its name: `--preset NAME`
+/// loads it (its values are the defaults `--help` shows), and `load` gives
+/// the file's own settings. A new file cannot be left out.
+#[test]
+fn every_file_in_presets_is_built_in_by_its_name() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../presets");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".toml").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 4, "{names:?}");
+    let built_in: Vec<&str> = apex::preset::built_in().collect();
+    assert_eq!(built_in, names);
+    for name in &names {
+        let file: toml::Table = std::fs::read_to_string(dir.join(format!("{name}.toml")))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(apex::preset::load(name).unwrap(), file, "{name}");
+        let o = Command::new(env!("CARGO_BIN_EXE_apex"))
+            .args(["local", "--preset", name, "--help"])
+            .env_remove("APEX_PRESET")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let capacity = file["replay"]["capacity"].as_integer().unwrap();
+        assert!(
+            help.contains(&format!("[default: {capacity}]")),
+            "{name}: --help does not show capacity {capacity}"
+        );
+    }
+    // The old names of the Atari presets still work.
+    for (old, new) in [
+        ("apex-breakout", "apex-atari"),
+        ("apex-breakout-gpu", "apex-atari-gpu"),
+    ] {
+        assert_eq!(
+            apex::preset::load(old).unwrap(),
+            apex::preset::load(new).unwrap()
+        );
+    }
+}
+
+/// `--game catch` with no preset named brings Catch's own settings (not
+/// Breakout's 20,000-transition warm-up and 5-minute evaluation rounds);
+/// a named preset still wins.
+#[test]
+fn the_catch_game_brings_the_catch_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = local(&run, None, &[], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(text.contains("from preset catch,"), "{text}");
+    let c = config(&run);
+    assert_eq!(get(&c, "eval", "eval_every_secs").as_integer(), Some(2));
+    assert_eq!(get(&c, "learner", "batch_size").as_integer(), Some(64));
+    // The flags of local() still win over the preset.
+    assert_eq!(get(&c, "replay", "min_size").as_integer(), Some(50));
+
+    let named = dir.path().join("named");
+    let o = local(&named, Some("apex-atari"), &[], &["--batch-size", "32"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = config(&named);
+    assert_eq!(get(&c, "eval", "eval_every_secs").as_integer(), Some(300));
+    assert_eq!(get(&c, "game", "game").as_str(), Some("catch"));
+}
+
+/// A variable under its old name still sets its flag, beneath the new name,
+/// with one warning; the new name alone warns of nothing.
+#[test]
+fn old_variable_names_still_work_with_a_warning() {
+    let help = |envs: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_apex"));
+        c.args(["local", "--help"])
+            .env_remove("APEX_PRESET")
+            .env_remove("APEX_CAPACITY")
+            .env_remove("APEX_REPLAY_CAPACITY");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success());
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        (out, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (out, err) = help(&[("APEX_REPLAY_CAPACITY", "777")]);
+    assert!(out.contains("[default: 777]"), "{out}");
+    assert_eq!(
+        err.matches("warning: APEX_REPLAY_CAPACITY is an old name: rename it APEX_CAPACITY")
+            .count(),
+        1,
+        "{err}"
+    );
+    let (out, _) = help(&[("APEX_REPLAY_CAPACITY", "777"), ("APEX_CAPACITY", "888")]);
+    assert!(out.contains("[env: APEX_CAPACITY=888]"), "{out}");
+    assert!(!out.contains("777"), "the new name wins: {out}");
+    let (_, err) = help(&[("APEX_CAPACITY", "888")]);
+    assert!(!err.contains("warning"), "{err}");
+}
+
+/// `apex local --run-dir R` on a run that has a config.toml resumes it with
+/// those settings: only the flags given now change them, and resumes.log
+/// says which did.
+#[test]
+fn resuming_a_run_repeats_its_settings_and_records_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let o = local(&run, None, &[], &["--batch-size", "16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !run.join("resumes.log").exists(),
+        "a fresh run is no resume"
+    );
+    assert_eq!(
+        get(&config(&run), "learner", "target_update_every").as_integer(),
+        Some(200)
+    );
+
+    let o = local(&run, None, &[], &["--target-update-every", "9"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = config(&run);
+    // Kept from the run, not the catch preset's 64.
+    assert_eq!(get(&c, "learner", "batch_size").as_integer(), Some(16));
+    assert_eq!(
+        get(&c, "learner", "target_update_every").as_integer(),
+        Some(9)
+    );
+    let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        text.starts_with("# What this run resolved from preset catch (resumed),"),
+        "{text}"
+    );
+    let log = std::fs::read_to_string(run.join("resumes.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].ends_with("changed learner.target_update_every: 200 -> 9"),
+        "{log}"
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("learner.target_update_every: 200 -> 9"),
+        "{stdout}"
+    );
+
+    // Again with nothing given: the same settings, and a line that says so.
+    let o = local(&run, None, &[], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(config(&run), c);
+    let log = std::fs::read_to_string(run.join("resumes.log")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(
+        log.lines().last().unwrap().ends_with("no setting changed"),
+        "{log}"
+    );
+    // A preset named now wins over the run's own settings.
+    let o = local(&run, Some("catch"), &[], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        get(&config(&run), "learner", "batch_size").as_integer(),
+        Some(64)
+    );
+    let log = std::fs::read_to_string(run.join("resumes.log")).unwrap();
+    assert!(log.contains("learner.batch_size: 16 -> 64"), "{log}");
 }

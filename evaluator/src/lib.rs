@@ -25,7 +25,6 @@ use apex_proto::v1::replay_client::ReplayClient;
 use apex_proto::v1::InfoRequest;
 use apex_proto::weights::{fetch_weights, FetchedWeights};
 use apex_proto::MAX_MESSAGE_BYTES;
-use apex_run_folder::EvalRow;
 use apex_telemetry::tensorboard::SummaryWriter;
 use tokio_util::sync::CancellationToken;
 
@@ -288,19 +287,13 @@ async fn round(
         }
         let scores: Vec<f64> = games.iter().map(|g| g.score as f64).collect();
         let summary = Summary::of(&scores).expect("at least one game");
-        let row = EvalRow {
+        let row = summary.eval_row(
+            protocol,
             env_frames,
-            wall_seconds: started.elapsed().as_secs_f64(),
-            weights_version: version,
+            started.elapsed().as_secs_f64(),
+            version,
             updates,
-            protocol: protocol.to_string(),
-            episodes: summary.games as u64,
-            mean: summary.mean,
-            std: summary.std,
-            median: summary.median,
-            min: summary.min,
-            max: summary.max,
-        };
+        );
         tracing::info!(
             %protocol, version, updates, env_frames, games = summary.games,
             mean = summary.mean, median = summary.median, std = summary.std,

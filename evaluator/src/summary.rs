@@ -13,6 +13,30 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The row of `eval.csv` that reports this summary.
+    pub fn eval_row(
+        &self,
+        protocol: impl ToString,
+        env_frames: Option<u64>,
+        wall_seconds: f64,
+        weights_version: u64,
+        updates: u64,
+    ) -> apex_run_folder::EvalRow {
+        apex_run_folder::EvalRow {
+            env_frames,
+            wall_seconds,
+            weights_version,
+            updates,
+            protocol: protocol.to_string(),
+            episodes: self.games as u64,
+            mean: self.mean,
+            std: self.std,
+            median: self.median,
+            min: self.min,
+            max: self.max,
+        }
+    }
+
     /// `None` for no games.
     pub fn of(scores: &[f64]) -> Option<Summary> {
         if scores.is_empty() {

@@ -12,7 +12,7 @@ use apex_model::{QNet, QNetConfig};
 use tch::{nn, Device, Tensor};
 
 use crate::io::batch::Batch;
-use crate::td_loss::{slice_loss, Nets, Scaled, Slice, SliceLoss};
+use crate::td_loss::{slice_loss, Nets, Scaled, Slice, SliceLoss, TdRule};
 
 pub struct BatchWorkers {
     /// Per worker: its slices in, their losses out (a worker's own channel,
@@ -73,7 +73,7 @@ impl BatchWorkers {
         count: usize,
         threads: usize,
         net: QNetConfig,
-        double: bool,
+        rule: TdRule,
         online: &[(String, Tensor)],
         target: &[(String, Tensor)],
     ) -> std::io::Result<Self> {
@@ -101,7 +101,7 @@ impl BatchWorkers {
                         online: &shared.online,
                         target: &shared.target,
                         vars: &shared.vars,
-                        double,
+                        rule,
                     };
                     let mut scaled = Scaled::new();
                     for slice in work {

@@ -15,7 +15,7 @@ use crate::optim::fused;
 use crate::optim::grad::{scale_to_norm, total_norm};
 use crate::optim::rmsprop::TfRmsProp;
 use crate::persist::state::{self, NamedTensors, StateError};
-use crate::td_loss::{slice_loss, Nets, Scaled, Slice, SliceLoss};
+use crate::td_loss::{slice_loss, Nets, Scaled, Slice, SliceLoss, TdRule};
 
 /// Optimization settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,6 +31,39 @@ pub struct DqnConfig {
     /// target network values it); off: the target network's max, as in the
     /// Nature DQN.
     pub double: bool,
+    /// How a TD error becomes a loss.
+    pub loss: TdLoss,
+    /// Munchausen targets; none: the plain (or double) bootstrap.
+    pub munchausen: Option<Munchausen>,
+}
+
+/// Munchausen-DQN's targets (Vieillard, Pietquin and Geist, 2020): the
+/// reward gains `alpha` times the target policy's scaled log-probability of
+/// the action taken, clipped to [`clip_min`, 0], and the bootstrap is the
+/// soft value of the next observation, `tau * logsumexp(Q / tau)`, where
+/// the policy is `softmax(Q / tau)` of the target network. It replaces the
+/// double-DQN bootstrap (`double` is then unused). With n-step returns the
+/// bonus goes to the first action, the one the online network is trained on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Munchausen {
+    /// The bonus's scale (the paper: 0.9).
+    pub alpha: f64,
+    /// The entropy temperature (the paper: 0.03).
+    pub tau: f64,
+    /// The bonus's floor (the paper: -1).
+    pub clip_min: f64,
+}
+
+/// The loss of one TD error `d`, weighted by its importance weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TdLoss {
+    /// Huber's with threshold 1: `d^2 / 2` within 1, `|d| - 1/2` beyond
+    /// (Nature DQN, Ape-X): large errors pull no harder than 1.
+    Huber,
+    /// `d^2 / 2` everywhere: Huber's without the threshold. With Adam it
+    /// learned far faster in Dopamine's revisit of Rainbow (Obando-Ceron
+    /// and Castro, 2021): Adam's scaling already bounds the step.
+    Mse,
 }
 
 /// A learning rate that falls linearly from the start's to `end` over the
@@ -44,6 +77,15 @@ pub struct LrDecay {
 }
 
 impl DqnConfig {
+    /// What the TD targets and the loss are made of.
+    pub(crate) fn td_rule(&self) -> TdRule {
+        TdRule {
+            double: self.double,
+            loss: self.loss,
+            munchausen: self.munchausen,
+        }
+    }
+
     /// The learning rate of the update that follows `updates` updates.
     pub fn learning_rate_at(&self, updates: u64) -> f64 {
         match self.learning_rate_decay {
@@ -76,11 +118,11 @@ enum Stepper {
 }
 
 impl Optimizer {
-    fn build(self, vars: Vec<Tensor>, lr: f64) -> Stepper {
+    fn build(self, vars: Vec<Tensor>, lr: f64, threads: usize) -> Stepper {
         match self {
-            Optimizer::Adam { eps } => Stepper::Adam(Adam::new(vars, lr, eps)),
+            Optimizer::Adam { eps } => Stepper::Adam(Adam::new(vars, lr, eps, threads)),
             Optimizer::CentredRmsProp { decay, eps } => {
-                Stepper::TfRmsProp(TfRmsProp::new(vars, lr, decay, eps))
+                Stepper::TfRmsProp(TfRmsProp::new(vars, lr, decay, eps, threads))
             }
         }
     }
@@ -129,8 +171,9 @@ pub struct Dqn {
     /// Threads that take the batch in slices side by side (see
     /// [`Dqn::with_batch_workers`]); none: this thread takes it whole.
     workers: Option<BatchWorkers>,
-    /// The constructing thread's libtorch threads: what adding up the
-    /// slices' gradients runs on.
+    /// The learner's libtorch threads, as given at start: what the whole
+    /// batch, adding up the slices' gradients and the optimizer's step run
+    /// on, and what the slices share.
     threads: usize,
     /// The last update's gradients, clipped, one per variable of `vars`.
     grads: Vec<Tensor>,
@@ -146,37 +189,42 @@ pub struct UpdateStats {
 }
 
 /// Slices a batch is taken in side by side: on the CPU with a Nature
-/// network and two or more libtorch threads on the calling thread, two
-/// (each slice on half of them); anything else whole, libtorch splitting
+/// network and two or more of the learner's `threads`, two (each slice
+/// on half of them); anything else whole, libtorch splitting
 /// each operation. Two slices gained 6% (Zen 5 EPYC) and 11% (Intel
 /// Xeon) in `apex local`, though on that Xeon the learner's bench alone
 /// ran 9% slower with them (BENCHMARKS.md); more slices were not measured,
 /// and each brings a whole gradient to add.
-pub fn default_batch_slices(device: Device, arch: Arch) -> usize {
+pub fn default_batch_slices(device: Device, arch: Arch, threads: usize) -> usize {
     match (device, arch) {
-        (Device::Cpu, Arch::Nature) if fused::torch_threads() > 1 => 2,
+        (Device::Cpu, Arch::Nature) if threads > 1 => 2,
         _ => 1,
     }
 }
 
 impl Dqn {
-    /// A learner taking batches in [`default_batch_slices`] slices.
+    /// A learner on the calling thread's libtorch threads (read once,
+    /// here), taking batches in [`default_batch_slices`] slices.
     pub fn new(net: QNetConfig, config: DqnConfig, device: Device) -> Result<Self, tch::TchError> {
-        Dqn::with_batch_workers(net, config, device, default_batch_slices(device, net.arch))
+        let threads = apex_model::threads::torch_threads_here();
+        let slices = default_batch_slices(device, net.arch, threads);
+        Dqn::with_batch_workers(net, config, device, slices, threads)
     }
 
-    /// A learner that takes each batch in `slices` slices side by side,
-    /// each on a thread of its own with an equal share of the calling
-    /// thread's libtorch threads (CPU only; on other devices, or with one
+    /// A learner on `threads` libtorch threads that takes each batch in
+    /// `slices` slices side by side, each on a thread of its own with an
+    /// equal share of them (CPU only; on other devices, or with one
     /// slice, the calling thread takes batches whole). The slices'
     /// gradients add up to the whole batch's, which the step and the
-    /// clipping then use on all of the calling thread's threads.
+    /// clipping then use on all `threads`.
     pub fn with_batch_workers(
         net: QNetConfig,
         config: DqnConfig,
         device: Device,
         slices: usize,
+        threads: usize,
     ) -> Result<Self, tch::TchError> {
+        let threads = threads.max(1);
         let online_vs = nn::VarStore::new(device);
         let online = QNet::new(&online_vs.root(), net);
         let mut target_vs = nn::VarStore::new(device);
@@ -184,15 +232,16 @@ impl Dqn {
         target_vs.copy(&online_vs)?;
         target_vs.freeze();
         let vars: Vec<Tensor> = sorted(&online_vs).into_iter().map(|(_, t)| t).collect();
-        let optimizer = config.optimizer.build(shallow(&vars), config.learning_rate);
-        let threads = fused::torch_threads();
+        let optimizer = config
+            .optimizer
+            .build(shallow(&vars), config.learning_rate, threads);
         let workers = match device {
             Device::Cpu if slices > 1 => Some(
                 BatchWorkers::start(
                     slices,
                     (threads / slices).max(1),
                     net,
-                    config.double,
+                    config.td_rule(),
                     &sorted(&online_vs),
                     &sorted(&target_vs),
                 )
@@ -245,11 +294,15 @@ impl Dqn {
                 workers.run(b)
             }
             None => {
+                // Whichever thread calls trains on the learner's threads.
+                if tch::get_num_threads() as usize != self.threads {
+                    apex_model::threads::set_torch_threads_here(self.threads);
+                }
                 let nets = Nets {
                     online: &self.online,
                     target: &self.target,
                     vars: &self.vars,
-                    double: self.config.double,
+                    rule: self.config.td_rule(),
                 };
                 vec![slice_loss(
                     &nets,
@@ -401,10 +454,11 @@ impl Dqn {
             Some(target) => state::copy_into(&self.target_state(), target)?,
             None => self.sync_target(),
         }
-        self.optimizer = self
-            .config
-            .optimizer
-            .build(shallow(&self.vars), self.config.learning_rate);
+        self.optimizer = self.config.optimizer.build(
+            shallow(&self.vars),
+            self.config.learning_rate,
+            self.threads,
+        );
         if let Some(optimizer) = saved.optimizer {
             match &mut self.optimizer {
                 Stepper::Adam(o) => o.load_state(optimizer)?,
@@ -442,6 +496,8 @@ mod tests {
             max_grad_norm: 10.0,
             target_update_every: 1,
             double: true,
+            loss: TdLoss::Huber,
+            munchausen: None,
         }
     }
 
@@ -743,25 +799,46 @@ mod tests {
     fn slices_side_by_side_take_the_step_the_whole_batch_takes() {
         let net = QNetConfig::new(Arch::Mlp { hidden: 16 }, &[1, 2, 2], 2, true);
         let b = varied_batch();
+        // The target network stays apart from the online one through the
+        // test (a slice must read the target, not the online network).
+        let config = DqnConfig {
+            target_update_every: 1_000,
+            ..config()
+        };
+        let map = |l: &NamedTensors| -> HashMap<String, Tensor> {
+            l.iter().map(|(k, t)| (k.clone(), t.copy())).collect()
+        };
+        let other = {
+            let _rng = seeded(9);
+            map(&Dqn::with_batch_workers(net, config, Device::Cpu, 1, 1)
+                .unwrap()
+                .online_state())
+        };
         // Even slices, uneven ones, and more workers than rows.
         for slices in [2, 4, 9] {
-            let mut whole = {
+            let online = {
                 let _rng = seeded(8);
-                Dqn::with_batch_workers(net, config(), Device::Cpu, 1).unwrap()
+                map(&Dqn::with_batch_workers(net, config, Device::Cpu, 1, 1)
+                    .unwrap()
+                    .online_state())
             };
-            let mut sliced = Dqn::with_batch_workers(net, config(), Device::Cpu, slices).unwrap();
-            let (online, target) = (whole.online_state(), whole.target_state());
-            let map = |l: &NamedTensors| -> HashMap<String, Tensor> {
-                l.iter().map(|(k, t)| (k.clone(), t.copy())).collect()
-            };
-            sliced
-                .restore(Saved {
-                    online: &map(&online),
-                    target: Some(&map(&target)),
+            let start = |slices| {
+                let mut dqn = Dqn::with_batch_workers(net, config, Device::Cpu, slices, 2).unwrap();
+                dqn.restore(Saved {
+                    online: &online,
+                    target: Some(&other),
                     optimizer: None,
                     updates: 0,
                 })
                 .unwrap();
+                dqn
+            };
+            let (mut whole, mut sliced) = (start(1), start(slices));
+            let differs = |(name, t): &(String, Tensor)| !t.equal(&other[name]);
+            assert!(
+                whole.online_state().iter().any(differs),
+                "the target must differ from the online network"
+            );
             for step in 0..3 {
                 let (w, s) = (whole.update(&b).unwrap(), sliced.update(&b).unwrap());
                 let what = format!("{slices} slices, update {step}");
@@ -774,7 +851,10 @@ mod tests {
                 for (x, y) in w.td_abs.iter().zip(&s.td_abs) {
                     assert!((x - y).abs() <= 1e-5, "{what}: priority {y} against {x}");
                 }
-                let grads = whole.gradients().into_iter().zip(sliced.gradients());
+                let (wg, sg) = (whole.gradients(), sliced.gradients());
+                assert_eq!(wg.len(), sg.len(), "{what}: one gradient per variable");
+                assert_eq!(wg.len(), whole.online_state().len(), "{what}: gradients");
+                let grads = wg.into_iter().zip(sg);
                 let weights = whole.online_state().into_iter().zip(sliced.online_state());
                 for ((name, x), (_, y)) in grads.chain(weights) {
                     let off = (&x - &y).abs().max().double_value(&[]);

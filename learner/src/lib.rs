@@ -66,6 +66,10 @@ pub struct LearnerConfig {
     /// Slices each batch is taken in side by side, one thread each (CPU
     /// only; 1: whole; [`dqn::default_batch_slices`] gives the usual count).
     pub batch_slices: usize,
+    /// libtorch threads the update runs on, its slices sharing them: read
+    /// once where the service starts (`apex_model::threads::torch_threads_here`),
+    /// since the count is per thread and the training thread is another.
+    pub torch_threads: usize,
     /// Importance-sampling exponent, annealed linearly from start to end
     /// over `beta_anneal_updates` updates.
     pub beta_start: f64,
@@ -195,6 +199,7 @@ pub async fn run(
         device = ?dqn.device(),
         input_workers = config.input_workers,
         batch_slices = config.batch_slices,
+        torch_threads = config.torch_threads,
         "learner starting"
     );
     let version = resumed_version + 1;
@@ -223,7 +228,13 @@ fn start_dqn(config: &LearnerConfig) -> Result<(Dqn, u64), LearnerError> {
         config.dueling,
     );
     let device = apex_model::device(config.cuda)?;
-    let mut dqn = Dqn::with_batch_workers(net, config.dqn, device, config.batch_slices)?;
+    let mut dqn = Dqn::with_batch_workers(
+        net,
+        config.dqn,
+        device,
+        config.batch_slices,
+        config.torch_threads,
+    )?;
     let resumed = match &config.run_dir {
         Some(dir) => checkpoint::resume(dir, &mut dqn)?,
         None => None,

@@ -1,11 +1,12 @@
 //! The loss of one slice of a batch and its gradients: double-DQN n-step
-//! targets, Huber loss weighted by importance weights. Slices add up to the
+//! targets, Huber (or squared) loss weighted by importance weights. Slices add up to the
 //! whole batch's loss and gradients, so a batch may be taken whole on one
 //! thread or in slices side by side (`batch_workers.rs`).
 
 use apex_model::QNet;
 use tch::{Kind, Reduction, Tensor};
 
+use crate::dqn::{Munchausen, TdLoss};
 use crate::io::batch::Batch;
 
 /// The networks a slice goes through.
@@ -14,8 +15,17 @@ pub struct Nets<'a> {
     pub target: &'a QNet,
     /// The online network's variables, in the order the gradients come back.
     pub vars: &'a [Tensor],
+    pub rule: TdRule,
+}
+
+/// What a slice's targets and loss are made of (from the `DqnConfig`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TdRule {
     /// Double-DQN targets; off: the target network's max.
     pub double: bool,
+    pub loss: TdLoss,
+    /// Munchausen targets, in place of the two above.
+    pub munchausen: Option<Munchausen>,
 }
 
 /// Rows `start..start + len` of a batch, as views of its tensors.
@@ -86,7 +96,10 @@ pub fn slice_loss(nets: &Nets<'_>, s: &Slice, scaled: &mut Scaled) -> SliceLoss 
         .squeeze_dim(1);
     let target = tch::no_grad(|| {
         let next_q = nets.target.q_values_scaled(&scaled.next_obs);
-        let next = if nets.double {
+        if let Some(m) = nets.rule.munchausen {
+            return munchausen_target(nets, m, s, scaled, &next_q);
+        }
+        let next = if nets.rule.double {
             let best = nets
                 .online
                 .q_values_scaled(&scaled.next_obs)
@@ -97,7 +110,10 @@ pub fn slice_loss(nets: &Nets<'_>, s: &Slice, scaled: &mut Scaled) -> SliceLoss 
         };
         &s.rewards + &s.discounts * next
     });
-    let per_item = q.huber_loss(&target, Reduction::None, 1.0);
+    let per_item = match nets.rule.loss {
+        TdLoss::Huber => q.huber_loss(&target, Reduction::None, 1.0),
+        TdLoss::Mse => q.mse_loss(&target, Reduction::None) * 0.5,
+    };
     let loss = (&s.weights * per_item).sum(Kind::Float) / s.batch_len as f64;
     // The gradients are returned, not accumulated into the variables: no
     // pass over the 3.3M parameters to zero them and none to add into them
@@ -112,4 +128,25 @@ pub fn slice_loss(nets: &Nets<'_>, s: &Slice, scaled: &mut Scaled) -> SliceLoss 
         q_sum: q.sum(Kind::Float),
         td_abs: (&target - &q).abs(),
     })
+}
+
+/// Munchausen's target of each row: the n-step return, the scaled and
+/// clipped log-probability of the action taken under the target network's
+/// softmax policy, and the discounted soft value of the next observation.
+fn munchausen_target(
+    nets: &Nets<'_>,
+    m: Munchausen,
+    s: &Slice,
+    scaled: &Scaled,
+    next_q: &Tensor,
+) -> Tensor {
+    let now_q = nets.target.q_values_scaled(&scaled.obs);
+    let log_pi = (now_q / m.tau)
+        .log_softmax(1, Kind::Float)
+        .gather(1, &s.actions.unsqueeze(1), false)
+        .squeeze_dim(1);
+    let bonus = (log_pi * m.tau).clamp(m.clip_min, 0.0) * m.alpha;
+    // sum_a pi(a) (Q(a) - tau log pi(a)), which is tau * logsumexp(Q / tau).
+    let soft_value = (next_q / m.tau).logsumexp([1], false) * m.tau;
+    &s.rewards + bonus + &s.discounts * soft_value
 }

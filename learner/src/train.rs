@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use apex_proto::priority::clamp_priority;
 use apex_proto::v1::UpdatePrioritiesRequest;
 use tokio::sync::mpsc;
 
@@ -105,7 +106,9 @@ fn train_loop(
         ::metrics::gauge!(metrics::MEAN_Q).set(update.mean_q);
         let _ = out.priorities.blocking_send(UpdatePrioritiesRequest {
             ids: batch.ids,
-            priorities: update.td_abs,
+            // A |TD| past the replay's range (a diverging moment) is
+            // clamped into it, not sent to be refused as fatal.
+            priorities: update.td_abs.into_iter().map(clamp_priority).collect(),
         });
         if updates.is_multiple_of(config.publish_every) {
             progress.publish(dqn, out)?;
@@ -191,6 +194,8 @@ mod tests {
                 max_grad_norm: 10.0,
                 target_update_every: 100,
                 double: true,
+                loss: crate::dqn::TdLoss::Huber,
+                munchausen: None,
             },
             batch_size: 4,
             publish_every: 2,
@@ -201,6 +206,7 @@ mod tests {
             prefetch: 1,
             input_workers: 1,
             batch_slices: 1,
+            torch_threads: 1,
             beta_start: 0.4,
             beta_end: 1.0,
             beta_anneal_updates: 100,

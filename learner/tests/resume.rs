@@ -40,6 +40,8 @@ fn dqn(optimizer: Optimizer) -> Dqn {
         // network nor the online one.
         target_update_every: 4,
         double: true,
+        loss: apex_learner::dqn::TdLoss::Huber,
+        munchausen: None,
     };
     Dqn::new(net, config, Device::Cpu).unwrap()
 }

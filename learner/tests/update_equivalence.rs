@@ -5,12 +5,14 @@
 //! the same batch of real Breakout observations; loss, priorities,
 //! gradients and the weights after several steps must agree to float
 //! rounding, whether the batch is taken whole or in slices side by side.
+//! The same reference, written out another way, checks the levers beside
+//! the default: the squared loss and Munchausen's targets.
 
 use std::collections::HashMap;
 
 use apex_env::atari::{AtariConfig, AtariEnv};
 use apex_env::Protocol;
-use apex_learner::dqn::{Dqn, DqnConfig, Optimizer, Saved};
+use apex_learner::dqn::{Dqn, DqnConfig, Munchausen, Optimizer, Saved, TdLoss};
 use apex_learner::io::batch::Batch;
 use apex_model::{Arch, QNetConfig};
 use rand::{Rng, SeedableRng};
@@ -108,6 +110,8 @@ struct Figures {
     /// difference a priority is, and so of its rounding.
     q_scale: f32,
     grads: HashMap<String, Tensor>,
+    /// Rows whose Munchausen bonus the floor clipped.
+    clipped_rows: i64,
 }
 
 impl Reference {
@@ -118,12 +122,37 @@ impl Reference {
         let q = q_reference(&self.online, &b.obs)
             .gather(1, &b.actions.unsqueeze(1), false)
             .squeeze_dim(1);
-        let target = tch::no_grad(|| {
-            let next_q = q_reference(&self.target, &b.next_obs);
-            let best = q_reference(&self.online, &b.next_obs).argmax(1, true);
-            &b.rewards + &b.discounts * next_q.gather(1, &best, false).squeeze_dim(1)
-        });
-        let loss = (&b.weights * q.huber_loss(&target, Reduction::None, 1.0)).mean(Kind::Float);
+        let mut clipped_rows = 0;
+        let target =
+            tch::no_grad(|| {
+                let next_q = q_reference(&self.target, &b.next_obs);
+                if let Some(m) = config.munchausen {
+                    // The policy's log-probabilities written out: log of
+                    // exp(Q / tau) over its sum, shifted by the row's max.
+                    let log_policy = |q: &Tensor| {
+                        let z = (q - q.max_dim(1, true).0) / m.tau;
+                        &z - z.exp().sum_dim_intlist(1, true, Kind::Float).log()
+                    };
+                    let now = log_policy(&q_reference(&self.target, &b.obs))
+                        .gather(1, &b.actions.unsqueeze(1), false)
+                        .squeeze_dim(1)
+                        * m.tau;
+                    clipped_rows = now.lt(m.clip_min).sum(Kind::Int64).int64_value(&[]);
+                    let bonus = now.clamp(m.clip_min, 0.0) * m.alpha;
+                    let next_log_pi = log_policy(&next_q);
+                    let soft = (next_log_pi.exp() * (&next_q - &next_log_pi * m.tau))
+                        .sum_dim_intlist(1, false, Kind::Float);
+                    return &b.rewards + bonus + &b.discounts * soft;
+                }
+                let best = q_reference(&self.online, &b.next_obs).argmax(1, true);
+                &b.rewards + &b.discounts * next_q.gather(1, &best, false).squeeze_dim(1)
+            });
+        let per_item = match config.loss {
+            TdLoss::Huber => q.huber_loss(&target, Reduction::None, 1.0),
+            // Written out, not libtorch's mse_loss.
+            TdLoss::Mse => (&q - &target) * (&q - &target) / 2.0,
+        };
+        let loss = (&b.weights * per_item).mean(Kind::Float);
         loss.backward();
         let grads: HashMap<String, Tensor> = self
             .online
@@ -164,6 +193,7 @@ impl Reference {
                 .max_other(&target.abs().max())
                 .double_value(&[]) as f32,
             grads: clipped,
+            clipped_rows,
         }
     }
 }
@@ -174,17 +204,39 @@ fn close(a: &Tensor, b: &Tensor, scale: f64) -> f64 {
 
 #[test]
 fn the_faster_update_computes_what_the_plain_one_did() {
-    the_update_in_slices_computes_what_the_plain_one_did(1);
+    check_update(1, TdLoss::Huber, None);
 }
 
 #[test]
 fn the_update_in_two_slices_side_by_side_computes_it_too() {
-    the_update_in_slices_computes_what_the_plain_one_did(2);
+    check_update(2, TdLoss::Huber, None);
 }
 
+#[test]
+fn the_squared_loss_computes_what_it_says_whole_and_in_slices() {
+    check_update(1, TdLoss::Mse, None);
+    check_update(2, TdLoss::Mse, None);
+}
+
+#[test]
+fn munchausen_targets_compute_what_the_paper_writes_whole_and_in_slices() {
+    for slices in [1, 2] {
+        check_update(slices, TdLoss::Huber, Some(MUNCHAUSEN));
+    }
+}
+
+/// A temperature and floor at the scale of a young network's Q-values, so
+/// that the policy is far from uniform and the floor clips some rows.
+const MUNCHAUSEN: Munchausen = Munchausen {
+    alpha: 0.9,
+    tau: 0.003,
+    clip_min: -0.01,
+};
+
 /// The update with the batch taken in `slices` slices side by side (one:
-/// whole, on the calling thread).
-fn the_update_in_slices_computes_what_the_plain_one_did(slices: usize) {
+/// whole, on the calling thread), with `loss` and `munchausen`'s targets,
+/// against the reference.
+fn check_update(slices: usize, loss: TdLoss, munchausen: Option<Munchausen>) {
     // One at a time: both draw their weights from libtorch's one generator,
     // so each sees the same weights on every run.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -200,9 +252,18 @@ fn the_update_in_slices_computes_what_the_plain_one_did(slices: usize) {
         max_grad_norm: 0.5,
         target_update_every: 1000,
         double: true,
+        loss,
+        munchausen,
     };
     let net = QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true);
-    let mut dqn = Dqn::with_batch_workers(net, config, Device::Cpu, slices).unwrap();
+    let mut dqn = Dqn::with_batch_workers(
+        net,
+        config,
+        Device::Cpu,
+        slices,
+        apex_model::threads::torch_threads_here(),
+    )
+    .unwrap();
     // A target network apart from the online one, as mid-training.
     let target: HashMap<String, Tensor> = dqn
         .online_state()
@@ -231,9 +292,25 @@ fn the_update_in_slices_computes_what_the_plain_one_did(slices: usize) {
         steps: 0,
     };
 
-    let batches = recorded_batches();
+    let mut batches = recorded_batches();
+    if loss == TdLoss::Mse {
+        // Rewards from -3 to 3 (Breakout's random play scores almost
+        // nothing): TD errors beyond 1, where the squared loss and
+        // Huber's part.
+        for b in &mut batches {
+            b.rewards = Tensor::linspace(-3.0, 3.0, BATCH as i64, (Kind::Float, Device::Cpu));
+        }
+    }
+    let mut clipped_rows = 0;
     for (i, b) in batches.iter().chain(&batches).enumerate() {
         let want = reference.update(b, &config);
+        clipped_rows += want.clipped_rows;
+        if loss == TdLoss::Mse {
+            assert!(
+                want.td_abs.iter().any(|&d| d > 1.5),
+                "update {i}: no TD error beyond Huber's threshold: the test would not tell the losses apart"
+            );
+        }
         let got = dqn.update(b).unwrap();
         // Slices, and sums in another order, round differently; Adam's
         // steps, the size of the learning rate whatever the gradient's,
@@ -269,5 +346,12 @@ fn the_update_in_slices_computes_what_the_plain_one_did(slices: usize) {
             let off = close(&w, &reference.online[&name], 1.0);
             assert!(off < 1e-6, "update {i}: {name} off by {off} after the step");
         }
+    }
+    if munchausen.is_some() {
+        let rows = 4 * BATCH as i64;
+        assert!(
+            clipped_rows > 0 && clipped_rows < rows,
+            "the floor clipped {clipped_rows} of {rows} rows: the test would not check both sides of it"
+        );
     }
 }

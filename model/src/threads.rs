@@ -19,6 +19,13 @@ pub fn set_torch_threads_here(threads: usize) {
     let _ = std::thread::spawn(move || tch::set_num_threads(process)).join();
 }
 
+/// libtorch's intra-op thread count on the calling thread. Read it once,
+/// where a service starts, and pass the number on: the count is per thread,
+/// and threads that later ask may have been set to another.
+pub fn torch_threads_here() -> usize {
+    usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1)
+}
+
 /// Held while [`set_torch_threads_here`] changes the process's count.
 static PROCESS_THREADS: Mutex<()> = Mutex::new(());
 

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod codec;
 pub mod frame_stream;
 pub mod health;
+pub mod priority;
 pub mod sample_frames;
 pub mod tls;
 pub mod transport;

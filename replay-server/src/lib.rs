@@ -32,15 +32,7 @@ pub use crate::service::ReplayService;
 use crate::store::{Contents, Layout, Store, StoreConfig};
 use crate::stream::WindowBudget;
 
-/// The largest priority an actor or the learner may give: far above any
-/// |TD error| of clipped rewards, and low enough that one item cannot take
-/// over the sampling mass (or the largest priority new items receive).
-pub const MAX_PRIORITY: f32 = 1.0e6;
-
-/// A priority the replay accepts: finite, in [0, MAX_PRIORITY].
-pub fn valid_priority(p: f32) -> bool {
-    (0.0..=MAX_PRIORITY).contains(&p)
-}
+pub use apex_proto::priority::{valid_priority, MAX_PRIORITY};
 
 /// How long a stopping server lets calls under way finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -570,13 +562,5 @@ mod tests {
 
         stop.cancel();
         served.await.unwrap().unwrap();
-    }
-
-    #[test]
-    fn priorities_are_capped() {
-        assert!(valid_priority(0.0) && valid_priority(MAX_PRIORITY));
-        for p in [f32::NAN, f32::INFINITY, -1.0, f32::MAX, MAX_PRIORITY * 1.01] {
-            assert!(!valid_priority(p), "{p}");
-        }
     }
 }

@@ -13,7 +13,7 @@ use apex_env::EnvSpec;
 #[cfg(feature = "torch")]
 use apex_evaluator::{EnvSteps, EvaluatorConfig};
 #[cfg(feature = "torch")]
-use apex_learner::dqn::{DqnConfig, LrDecay, Optimizer};
+use apex_learner::dqn::{DqnConfig, LrDecay, Munchausen, Optimizer, TdLoss};
 #[cfg(feature = "torch")]
 use apex_learner::LearnerConfig;
 #[cfg(feature = "torch")]
@@ -70,6 +70,8 @@ pub(super) fn learner_config(
     let spec = game.spec();
     let (obs_shape, num_actions) = spec.probe()?;
     let arch = Arch::for_observation(&obs_shape);
+    // Read once, here, on the thread that starts the learner.
+    let torch_threads = apex_model::threads::torch_threads_here();
     Ok(LearnerConfig {
         arch,
         replay_addr,
@@ -89,9 +91,10 @@ pub(super) fn learner_config(
             |w| w as usize,
         ),
         batch_slices: t.batch_slices.map_or_else(
-            || apex_learner::dqn::default_batch_slices(device, arch),
+            || apex_learner::dqn::default_batch_slices(device, arch, torch_threads),
             |s| s as usize,
         ),
+        torch_threads,
         beta_start: t.beta_start,
         beta_end: t.beta_end,
         beta_anneal_updates: t.beta_anneal_updates,
@@ -172,7 +175,35 @@ impl TrainArgs {
             max_grad_norm: self.max_grad_norm,
             target_update_every: self.target_update_every,
             double: self.double.into(),
+            loss: match self.loss {
+                LossName::Huber => TdLoss::Huber,
+                LossName::Mse => TdLoss::Mse,
+            },
+            munchausen: self.munchausen()?,
         })
+    }
+
+    /// Munchausen's settings, when on, checked.
+    fn munchausen(&self) -> Result<Option<Munchausen>> {
+        if !bool::from(self.munchausen) {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            self.munchausen_tau > 0.0,
+            "--munchausen-tau {} must be above 0 (the paper's is 0.03)",
+            self.munchausen_tau
+        );
+        anyhow::ensure!(
+            self.munchausen_alpha >= 0.0 && self.munchausen_clip_min < 0.0,
+            "--munchausen-alpha {} must be at least 0 and --munchausen-clip-min {} below 0 (the paper's: 0.9 and -1)",
+            self.munchausen_alpha,
+            self.munchausen_clip_min
+        );
+        Ok(Some(Munchausen {
+            alpha: self.munchausen_alpha,
+            tau: self.munchausen_tau,
+            clip_min: self.munchausen_clip_min,
+        }))
     }
 }
 

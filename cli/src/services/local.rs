@@ -1,16 +1,19 @@
 //! `apex local`: every service in one process over loopback gRPC, under
 //! one supervisor: any task that fails stops them all with one message;
-//! Ctrl-C stops them cleanly.
+//! Ctrl-C stops them cleanly, and so does a spent budget
+//! (`--total-env-steps`, `--minutes`), which then evaluates the checkpoint
+//! once more.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use apex_actor::{ActorConfig, ActorStats};
-use apex_evaluator::{EnvSteps, EvalStats};
+use apex_evaluator::play::{play, PlayConfig, Player};
+use apex_evaluator::{EnvSteps, EvalStats, Summary};
 use apex_learner::{LearnerConfig, LearnerStats};
 use apex_proto::auth::Token;
 use apex_replay_server::store::Layout;
@@ -21,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{actor_config, learner_config, net_config};
 use super::settings::*;
-use super::{bind, cancel_on_signals, serve_metrics};
+use super::{bind, cancel_on_signals, on_signals, serve_metrics};
+use super::{EVAL_SEED_OFFSET, PARALLEL_GAMES};
 use crate::env_cmd::GameArgs;
 use crate::preset;
 use crate::progress::Reporter;
@@ -46,11 +50,14 @@ pub struct LocalArgs {
     checkpoint: CheckpointArgs,
     #[command(flatten)]
     eval: EvalArgs,
-    /// Checkpoints, eval.csv, progress.csv, TensorBoard files and GIFs go here [default: runs/<game>-<protocol>-<time>].
+    /// Checkpoints, eval.csv, progress.csv, TensorBoard files and GIFs go
+    /// here [default: runs/<game>-<time>]. A folder with a config.toml
+    /// resumes that run with its settings (unless --preset names others):
+    /// flags given change them, and resumes.log records what changed.
     #[arg(long, env = "APEX_RUN_DIR")]
     run_dir: Option<PathBuf>,
     /// Seconds between progress lines.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "APEX_LOG_EVERY", default_value_t = 10, value_parser = at_least_one::<u64>)]
     log_every: u64,
     /// Where Prometheus scrapes this process [default: 127.0.0.1:9100, or
     /// the next free port up to 9199 when another apex holds it].
@@ -77,13 +84,32 @@ fn free_metrics_addr(ports: std::ops::RangeInclusive<u16>) -> Result<SocketAddr>
         })
 }
 
+/// Serves metrics on the first port of `ports` it can bind. Two runs
+/// started together both find the same port free; the one that loses the
+/// race to bind it moves on to the next instead of failing.
+fn serve_metrics_on_a_free_port(ports: std::ops::RangeInclusive<u16>) -> Result<SocketAddr> {
+    let last = *ports.end();
+    let mut ports = ports;
+    loop {
+        let addr = free_metrics_addr(ports.clone())?;
+        match serve_metrics(Some(addr)) {
+            Ok(()) => return Ok(addr),
+            Err(e) if addr.port() < last => {
+                tracing::debug!(%addr, error = %e, "metrics port taken meanwhile; trying the next");
+                ports = addr.port() + 1..=last;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The services' tasks: each ends with its name and how it ended.
 type Tasks = tokio::task::JoinSet<(&'static str, Result<()>)>;
 
 /// Everything in this process, wired over loopback gRPC.
 pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
+    let started = Instant::now();
     let actors = a.local.actors;
-    anyhow::ensure!(actors > 0, "--actors must be at least 1");
     a.act.check()?;
     a.eval.check()?;
     // --cuda without a GPU stops here, before anything starts.
@@ -92,10 +118,12 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     // A missing ROM fails here, before anything starts.
     let (obs_shape, num_actions) = spec.probe()?;
     let metrics_addr = match a.metrics_addr {
-        Some(addr) => addr,
-        None => free_metrics_addr(DEFAULT_METRICS_PORTS)?,
+        Some(addr) => {
+            serve_metrics(Some(addr))?;
+            addr
+        }
+        None => serve_metrics_on_a_free_port(DEFAULT_METRICS_PORTS)?,
     };
-    serve_metrics(Some(metrics_addr))?;
     let run_dir = a
         .run_dir
         .clone()
@@ -136,13 +164,15 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         a.act.envs,
         run_dir.display(),
     );
+    let budget = watch_budget(&a.local, &actor_stats, &stop_actors);
+    let steps = local_steps(&actor_stats);
     let progress = tokio::spawn(
         Reporter {
             replay,
-            learner,
+            learner: learner.clone(),
             actors: actor_stats,
             eval,
-            every: Duration::from_secs(a.log_every.max(1)),
+            every: Duration::from_secs(a.log_every),
             frame_skip: apex_evaluator::frame_skip(&spec),
             run_dir: run_dir.clone(),
             tensorboard: Some(tensorboard),
@@ -156,6 +186,131 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
         "stopped cleanly; checkpoint in {}",
         run_dir.join("checkpoint.ot").display()
     );
+    let spent = match budget {
+        Some(watch) => watch.await?,
+        None => None,
+    };
+    if spent.is_some() && a.eval.enabled() {
+        final_evaluation(&a, &run_dir, steps(), &learner, started).await?;
+    }
+    Ok(())
+}
+
+/// Stops the actors, as Ctrl-C does, once `--total-env-steps` or
+/// `--minutes` is spent, and ends with the budget it spent; with no budget,
+/// nothing. The rest of the run then stops as after Ctrl-C.
+fn watch_budget(
+    local: &LocalSettings,
+    actors: &[Arc<ActorStats>],
+    stop_actors: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<Option<String>>> {
+    let (total, minutes) = (local.total_env_steps, local.minutes);
+    if total.is_none() && minutes.is_none() {
+        return None;
+    }
+    let steps = local_steps(actors);
+    let stop = stop_actors.clone();
+    let deadline = minutes.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0));
+    Some(tokio::spawn(async move {
+        // Often enough that actors overshoot the step budget by little.
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                // Stopped otherwise (Ctrl-C, a failure, a per-actor budget).
+                _ = stop.cancelled() => return None,
+                _ = tick.tick() => {}
+            }
+            let done = steps();
+            let spent = match (total, deadline) {
+                (Some(n), _) if done >= n => {
+                    format!("--total-env-steps {n} ({done} agent steps of all actors)")
+                }
+                (_, Some(d)) if Instant::now() >= d => {
+                    format!(
+                        "--minutes {} ({done} agent steps)",
+                        minutes.unwrap_or_default()
+                    )
+                }
+                _ => continue,
+            };
+            println!("budget spent: {spent}; stopping as on Ctrl-C");
+            stop.cancel();
+            return Some(spent);
+        }
+    }))
+}
+
+/// The agent steps of all `actors` together, now.
+fn local_steps(actors: &[Arc<ActorStats>]) -> impl Fn() -> u64 + Send + 'static {
+    let actors = actors.to_vec();
+    move || {
+        actors
+            .iter()
+            .map(|a| a.env_steps.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// One more evaluation round, of the checkpoint the stopped run left, into
+/// eval.csv, so that a run that spent its budget ends with its score.
+/// Ctrl-C skips what is left of it.
+async fn final_evaluation(
+    a: &LocalArgs,
+    run_dir: &std::path::Path,
+    env_steps: u64,
+    learner: &LearnerStats,
+    started: Instant,
+) -> Result<()> {
+    let spec = a.game.spec();
+    let checkpoint = run_dir.join("checkpoint.ot");
+    let stop = CancellationToken::new();
+    on_signals(stop.clone(), "stopping the final evaluation");
+    for &protocol in &a.eval.eval_protocols {
+        let Some(spec) = apex_evaluator::spec_for(&spec, protocol) else {
+            continue;
+        };
+        let player = Player::Greedy {
+            net: crate::evaluate::load_checkpoint(&checkpoint, &spec)?,
+            epsilon: a.eval.eval_epsilon,
+        };
+        let config = PlayConfig {
+            games: a.eval.eval_episodes,
+            seed: a.game.seed + EVAL_SEED_OFFSET,
+            parallel: PARALLEL_GAMES,
+        };
+        let games = {
+            let (spec, stop) = (spec.clone(), stop.clone());
+            tokio::task::spawn_blocking(move || {
+                play(&spec, &player, &config, &|| stop.is_cancelled())
+            })
+            .await
+            .context("the final evaluation's games panicked")??
+        };
+        if games.len() < config.games {
+            println!("final evaluation stopped before its games ended: nothing written");
+            return Ok(());
+        }
+        let scores: Vec<f64> = games.iter().map(|g| g.score as f64).collect();
+        let summary = Summary::of(&scores).context("the final evaluation played no games")?;
+        let row = summary.eval_row(
+            protocol,
+            Some(env_steps * apex_evaluator::frame_skip(&spec)),
+            started.elapsed().as_secs_f64(),
+            learner.version.load(Ordering::Relaxed),
+            learner.updates.load(Ordering::Relaxed),
+        );
+        let path = apex_run_folder::append(run_dir, &row).with_context(|| {
+            format!(
+                "cannot append to {}: check the run folder's permissions",
+                run_dir.join(apex_run_folder::EVAL_CSV).display()
+            )
+        })?;
+        println!(
+            "final evaluation of the checkpoint, in {}: {}",
+            path.display(),
+            crate::evaluate::describe(&spec, protocol, a.eval.eval_epsilon, &summary)
+        );
+    }
     Ok(())
 }
 
@@ -310,7 +465,18 @@ fn start_run_folder(a: &LocalArgs, preset: &str, run_dir: &std::path::Path) -> R
         actor: Some(&a.act),
         eval: Some(&a.eval),
     };
-    preset::write_resolved(run_dir, preset, &resolved)?;
+    if let Some(changed) = preset::write_resolved(run_dir, preset, &resolved)? {
+        let what = if changed.is_empty() {
+            "no setting changed".to_owned()
+        } else {
+            format!("changed {}", changed.join(", "))
+        };
+        println!(
+            "resuming {} with preset {preset}: {what} (see {})",
+            run_dir.display(),
+            preset::RESUMES_LOG
+        );
+    }
     let token = Token::generate();
     let token_file = run_dir.join("token");
     token.save(&token_file).with_context(|| {

@@ -43,6 +43,14 @@ use crate::preset;
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
 pub fn cancel_on_signals(token: CancellationToken) {
+    on_signals(
+        token,
+        "shutting down: finishing in-flight work and writing a checkpoint",
+    );
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM, saying `what` it stops.
+pub(crate) fn on_signals(token: CancellationToken, what: &'static str) {
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -50,7 +58,7 @@ pub fn cancel_on_signals(token: CancellationToken) {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("shutting down: finishing in-flight work and writing a checkpoint");
+        eprintln!("{what}");
         token.cancel();
     });
 }
@@ -98,10 +106,10 @@ pub struct ReplayArgs {
     #[arg(long, env = "APEX_FRAME_CODEC", default_value = "lz4")]
     frame_codec: CodecName,
     /// Memory all insert streams' frame windows may hold together, in MiB.
-    #[arg(long, env = "APEX_STREAM_WINDOW_MB", default_value_t = 4096)]
+    #[arg(long, env = "APEX_STREAM_WINDOW_MB", default_value_t = 4096, value_parser = at_least_one::<usize>)]
     stream_window_mb: usize,
     /// Insert streams (actors) served at once, at most.
-    #[arg(long, env = "APEX_MAX_INSERT_STREAMS", default_value_t = 1024)]
+    #[arg(long, env = "APEX_MAX_INSERT_STREAMS", default_value_t = 1024, value_parser = at_least_one::<usize>)]
     max_insert_streams: usize,
     #[command(flatten)]
     auth: AuthArgs,
@@ -173,7 +181,9 @@ pub async fn learner(a: LearnerArgs, preset: &str) -> Result<()> {
         actor: None,
         eval: None,
     };
-    preset::write_resolved(&a.run_dir, preset, &resolved)?;
+    if let Some(changed) = preset::write_resolved(&a.run_dir, preset, &resolved)? {
+        tracing::info!(run_dir = %a.run_dir.display(), changed = changed.len(), "resuming; see resumes.log");
+    }
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let mut config = learner_config(&a.game, &a.net, &a.train, a.replay, Some(a.run_dir.clone()))?;
@@ -209,7 +219,7 @@ pub struct ActorArgs {
     /// This actor's index among --actor-count (for its place on the exploration ladder).
     #[arg(long, env = "APEX_ACTOR_INDEX", default_value_t = 0)]
     actor_index: usize,
-    #[arg(long, env = "APEX_ACTOR_COUNT", default_value_t = 1)]
+    #[arg(long, env = "APEX_ACTOR_COUNT", default_value_t = 1, value_parser = at_least_one::<usize>)]
     actor_count: usize,
     #[command(flatten)]
     game: GameArgs,

@@ -14,6 +14,25 @@ use serde::Serialize;
 use crate::env_cmd::{GameArgs, OnOff};
 use crate::preset::parse_switch;
 
+/// The parser of a count that must be at least 1, where 0 would silently
+/// mean "never" (a target network never synced, weights never published)
+/// or break a service at its first step. Presets become clap defaults, so
+/// a preset's 0 is refused by it too.
+pub fn at_least_one<T>(value: &str) -> std::result::Result<T, String>
+where
+    T: std::str::FromStr + Default + PartialEq,
+    T::Err: std::fmt::Display,
+{
+    let n: T = value
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}: give a whole number of at least 1"))?;
+    if n == T::default() {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
 /// Evaluation settings ([eval] in a run's config.toml).
 #[derive(Args, Clone, Serialize)]
 pub struct EvalArgs {
@@ -70,16 +89,16 @@ impl EvalArgs {
 #[derive(Args, Clone, Serialize)]
 pub struct StoreArgs {
     /// Transitions held before the oldest are evicted.
-    #[arg(long, env = "APEX_REPLAY_CAPACITY")]
+    #[arg(long, env = "APEX_CAPACITY", value_parser = at_least_one::<usize>)]
     pub capacity: usize,
     /// Transitions needed before the learner may sample.
-    #[arg(long, env = "APEX_REPLAY_MIN_SIZE")]
+    #[arg(long, env = "APEX_MIN_SIZE")]
     pub min_size: usize,
     /// Priority exponent (0: uniform sampling).
     #[arg(long, env = "APEX_ALPHA")]
     pub alpha: f64,
     /// Shards, each with its own lock: inserts from many actors go on in parallel.
-    #[arg(long, env = "APEX_SHARDS")]
+    #[arg(long, env = "APEX_SHARDS", value_parser = at_least_one::<usize>)]
     pub shards: usize,
     /// Sampled per inserted transition, held by the rate limiter (0: no ratio).
     #[arg(long, env = "APEX_SAMPLES_PER_INSERT")]
@@ -93,7 +112,7 @@ pub struct StoreArgs {
 #[derive(Args, Clone)]
 pub struct CheckpointArgs {
     /// Seconds between replay checkpoints (0: only at shutdown).
-    #[arg(long, env = "APEX_REPLAY_CHECKPOINT_EVERY_SECS", default_value_t = 600)]
+    #[arg(long, env = "APEX_CHECKPOINT_EVERY_SECS", default_value_t = 600)]
     pub checkpoint_every_secs: u64,
 }
 
@@ -105,10 +124,17 @@ pub enum OptimizerName {
     Rmsprop,
 }
 
+#[derive(Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossName {
+    Huber,
+    Mse,
+}
+
 /// Learner settings ([learner] in a preset).
 #[derive(Args, Clone, Serialize)]
 pub struct TrainArgs {
-    #[arg(long, env = "APEX_BATCH_SIZE")]
+    #[arg(long, env = "APEX_BATCH_SIZE", value_parser = at_least_one::<usize>)]
     pub batch_size: usize,
     #[arg(long, env = "APEX_OPTIMIZER")]
     pub optimizer: OptimizerName,
@@ -129,11 +155,29 @@ pub struct TrainArgs {
     pub rmsprop_decay: f64,
     #[arg(long, env = "APEX_MAX_GRAD_NORM")]
     pub max_grad_norm: f64,
-    #[arg(long, env = "APEX_TARGET_UPDATE_EVERY")]
+    /// Updates between syncs of the target network.
+    #[arg(long, env = "APEX_TARGET_UPDATE_EVERY", value_parser = at_least_one::<u64>)]
     pub target_update_every: u64,
     /// Double-DQN targets (off: the target network's max).
     #[arg(long, env = "APEX_DOUBLE")]
     pub double: OnOff,
+    /// How a TD error d becomes a loss: huber (d^2/2 within 1, |d| - 1/2
+    /// beyond) or mse (d^2/2 everywhere).
+    #[arg(long, env = "APEX_LOSS", default_value = "huber")]
+    pub loss: LossName,
+    /// Munchausen-DQN targets (a log-policy bonus on the reward, a soft
+    /// bootstrap), in place of --double's.
+    #[arg(long, env = "APEX_MUNCHAUSEN", default_value = "off")]
+    pub munchausen: OnOff,
+    /// Munchausen's bonus scale.
+    #[arg(long, env = "APEX_MUNCHAUSEN_ALPHA", default_value_t = 0.9)]
+    pub munchausen_alpha: f64,
+    /// Munchausen's entropy temperature (above 0).
+    #[arg(long, env = "APEX_MUNCHAUSEN_TAU", default_value_t = 0.03)]
+    pub munchausen_tau: f64,
+    /// Munchausen's floor on the bonus's log-probability term (below 0).
+    #[arg(long, env = "APEX_MUNCHAUSEN_CLIP_MIN", default_value_t = -1.0, allow_negative_numbers = true)]
+    pub munchausen_clip_min: f64,
     /// Importance-sampling exponent at the start, annealed linearly to --beta-end.
     #[arg(long, env = "APEX_BETA_START")]
     pub beta_start: f64,
@@ -143,9 +187,10 @@ pub struct TrainArgs {
     #[arg(long, env = "APEX_BETA_ANNEAL_UPDATES")]
     pub beta_anneal_updates: u64,
     /// Updates between weight publications.
-    #[arg(long, env = "APEX_PUBLISH_EVERY")]
+    #[arg(long, env = "APEX_PUBLISH_EVERY", value_parser = at_least_one::<u64>)]
     pub publish_every: u64,
-    #[arg(long, env = "APEX_CHECKPOINT_EVERY")]
+    /// Updates between checkpoints (one is written at the end too).
+    #[arg(long, env = "APEX_CHECKPOINT_EVERY", value_parser = at_least_one::<u64>)]
     pub checkpoint_every: u64,
     /// Stop after this many updates.
     #[arg(long, env = "APEX_MAX_UPDATES")]
@@ -179,9 +224,9 @@ pub struct TrainArgs {
 #[derive(Args, Clone, Serialize)]
 pub struct ActArgs {
     /// Environments stepped together by one actor (one batched forward pass).
-    #[arg(long, env = "APEX_ENVS")]
+    #[arg(long, env = "APEX_ENVS", value_parser = at_least_one::<usize>)]
     pub envs: usize,
-    #[arg(long, env = "APEX_N_STEP")]
+    #[arg(long, env = "APEX_N_STEP", value_parser = at_least_one::<usize>)]
     pub n_step: usize,
     #[arg(long, env = "APEX_GAMMA")]
     pub gamma: f32,
@@ -197,14 +242,16 @@ pub struct ActArgs {
     #[arg(long, env = "APEX_EPSILON_DECAY_STEPS")]
     pub epsilon_decay_steps: u64,
     /// Transitions per insert request.
-    #[arg(long, env = "APEX_SEND_BATCH")]
+    #[arg(long, env = "APEX_SEND_BATCH", value_parser = at_least_one::<usize>)]
     pub send_batch: usize,
-    #[arg(long, env = "APEX_MAX_IN_FLIGHT")]
+    /// Insert requests each actor may have unacknowledged.
+    #[arg(long, env = "APEX_MAX_IN_FLIGHT", value_parser = at_least_one::<usize>)]
     pub max_in_flight: usize,
     /// Steps of each environment between weight refreshes (100 = 400 Atari frames).
-    #[arg(long, env = "APEX_WEIGHTS_REFRESH_STEPS")]
+    #[arg(long, env = "APEX_WEIGHTS_REFRESH_STEPS", value_parser = at_least_one::<u64>)]
     pub weights_refresh_steps: u64,
-    /// Stop each actor after this many agent steps.
+    /// Stop each actor after this many agent steps of its own (per actor:
+    /// `apex local --total-env-steps` counts all actors together).
     #[arg(long, env = "APEX_MAX_ENV_STEPS")]
     pub max_env_steps: Option<u64>,
     /// How actors compress frames for the replay.
@@ -214,7 +261,7 @@ pub struct ActArgs {
     /// inference thread while the stepping thread steps the others (1: the
     /// stepping thread runs every pass itself). More than 1 pays only where
     /// a core is free for the inference thread.
-    #[arg(long, env = "APEX_INFERENCE_GROUPS", default_value_t = 1)]
+    #[arg(long, env = "APEX_INFERENCE_GROUPS", default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub inference_groups: usize,
     /// libtorch threads of each actor's inference thread (0: libtorch's default).
     #[arg(long, env = "APEX_ACTOR_TORCH_THREADS", default_value_t = 1)]
@@ -224,13 +271,8 @@ pub struct ActArgs {
 impl ActArgs {
     /// Refuses settings that can never work, before anything starts.
     pub(super) fn check(&self) -> Result<()> {
-        anyhow::ensure!(self.envs > 0, "--envs must be at least 1");
-        anyhow::ensure!(self.n_step > 0, "--n-step must be at least 1");
-        anyhow::ensure!(self.send_batch > 0, "--send-batch must be at least 1");
-        anyhow::ensure!(
-            self.inference_groups > 0,
-            "--inference-groups must be at least 1"
-        );
+        // Counts that must be at least 1 are refused by their parsers
+        // (`at_least_one`), for flags, variables and presets alike.
         anyhow::ensure!(
             (0.0..=1.0).contains(&self.gamma),
             "--gamma {} must be in [0, 1]",
@@ -319,8 +361,32 @@ pub struct NetArgs {
 #[derive(Args, Clone, Serialize)]
 pub struct LocalSettings {
     /// Actor loops, each with its own environments and batched forward pass.
-    #[arg(long, env = "APEX_ACTORS")]
+    #[arg(long, env = "APEX_ACTORS", value_parser = at_least_one::<usize>)]
     pub actors: usize,
+    /// Stop once all actors together have made this many agent steps since
+    /// this start (--max-env-steps counts each actor's own), as Ctrl-C stops
+    /// a run (checkpoints), then evaluate the checkpoint once more into
+    /// eval.csv. A resumed run makes this many more.
+    #[arg(long, env = "APEX_TOTAL_ENV_STEPS", value_parser = at_least_one::<u64>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_env_steps: Option<u64>,
+    /// Stop after this many minutes of wall time since this start, as
+    /// --total-env-steps does.
+    #[arg(long, env = "APEX_MINUTES", value_parser = positive_minutes)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minutes: Option<f64>,
+}
+
+/// The parser of `--minutes`: a time above 0 (fractions allowed).
+fn positive_minutes(value: &str) -> std::result::Result<f64, String> {
+    let m: f64 = value
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}: give minutes as a number, e.g. 30 or 0.5"))?;
+    if !(m.is_finite() && m > 0.0) {
+        return Err("must be above 0".into());
+    }
+    Ok(m)
 }
 
 /// What a run resolved, sections as in a preset file.

@@ -19,6 +19,8 @@ pub enum BatchError {
     Frames(#[from] apex_proto::sample_frames::SampleFramesError),
     #[error("action {action} is out of range for {actions} actions")]
     Action { action: u32, actions: usize },
+    #[error("sampled batch is empty: the replay answered a Sample call with no transitions")]
+    Empty,
 }
 
 pub struct Batch {
@@ -58,6 +60,10 @@ impl Batch {
             });
         }
         let n = r.ids.len();
+        // An update needs at least one row (its slices split the rows).
+        if n == 0 {
+            return Err(BatchError::Empty);
+        }
         let lengths = [
             r.weights.len(),
             r.actions.len(),
@@ -251,5 +257,9 @@ mod tests {
                 actions: 1
             })
         ));
+        assert_eq!(
+            Batch::from_response(response(0), &[1, 2, 2], 2, &cpu()).err(),
+            Some(BatchError::Empty)
+        );
     }
 }

@@ -27,14 +27,14 @@ pub struct Adam {
     scratch: Vec<Tensor>,
     lr: f64,
     eps: f64,
-    /// Threads of the fused CPU step: the constructing thread's libtorch
-    /// count, so that a learner whose own thread later runs on one (its
-    /// batch workers hold the cores) still steps on all of them.
+    /// Threads of the fused CPU step: the learner's, as given at start, so
+    /// that a learner whose own thread later runs on one (its batch workers
+    /// hold the cores) still steps on all of them.
     threads: usize,
 }
 
 impl Adam {
-    pub fn new(vars: Vec<Tensor>, lr: f64, eps: f64) -> Self {
+    pub fn new(vars: Vec<Tensor>, lr: f64, eps: f64, threads: usize) -> Self {
         Adam {
             exp_avg: vars.iter().map(Tensor::zeros_like).collect(),
             exp_avg_sq: vars.iter().map(Tensor::zeros_like).collect(),
@@ -43,7 +43,7 @@ impl Adam {
             vars,
             lr,
             eps,
-            threads: fused::torch_threads(),
+            threads: threads.max(1),
         }
     }
 
@@ -198,7 +198,7 @@ mod tests {
         let theirs_net = nn::linear(theirs_vs.root(), 5, 3, Default::default());
         theirs_vs.copy(&ours_vs).unwrap();
         let (lr, eps) = (1e-2, 1e-8);
-        let mut ours = Adam::new(ours_vs.trainable_variables(), lr, eps);
+        let mut ours = Adam::new(ours_vs.trainable_variables(), lr, eps, 1);
         let mut theirs = nn::Adam::default().eps(eps).build(&theirs_vs, lr).unwrap();
         let x = Tensor::randn([16, 5], (Kind::Float, Device::Cpu));
         let y = Tensor::randn([16, 3], (Kind::Float, Device::Cpu));
@@ -230,7 +230,7 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let w = Tensor::randn([640, 333], opts).set_requires_grad(true);
         let (lr, eps) = (1e-3, 1e-8);
-        let mut ours = Adam::new(vec![w.shallow_clone()], lr, eps);
+        let mut ours = Adam::new(vec![w.shallow_clone()], lr, eps, 2);
         let mut want = w.detach().copy();
         let (mut m, mut v) = (
             Tensor::zeros([640, 333], opts),
@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let w = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
-        let mut a = Adam::new(vec![w.shallow_clone()], 0.1, 1e-8);
+        let mut a = Adam::new(vec![w.shallow_clone()], 0.1, 1e-8, 1);
         (&w * Tensor::from_slice(&[0.5f32, -3.0]))
             .sum(Kind::Float)
             .backward();
@@ -266,6 +266,7 @@ mod tests {
             vec![Tensor::zeros([2], (Kind::Float, Device::Cpu))],
             0.1,
             1e-8,
+            1,
         );
         b.load_state(&saved).unwrap();
         assert_eq!(b.steps, vec![2]);
@@ -276,6 +277,7 @@ mod tests {
             vec![Tensor::zeros([3], (Kind::Float, Device::Cpu))],
             0.1,
             1e-8,
+            1,
         );
         assert!(wrong.load_state(&saved).is_err());
         assert_eq!(wrong.steps, vec![0], "a failed load changes nothing");

@@ -320,12 +320,6 @@ impl Drop for FlushSubnormals {
     }
 }
 
-/// libtorch's intra-op thread count on this thread (what the rest of the
-/// update runs on).
-pub fn torch_threads() -> usize {
-    usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1)
-}
-
 /// Asserts that `got` is `want` but for the last bit of a few elements: the
 /// fused step takes IEEE's correctly rounded square root, libtorch's CPU
 /// `sqrt` (MKL's vsSqrt) is one ulp off for about 0.6% of its inputs.

@@ -25,14 +25,14 @@ pub struct TfRmsProp {
     lr: f64,
     decay: f64,
     eps: f64,
-    /// Threads of the fused CPU step: the constructing thread's libtorch
-    /// count, so that a learner whose own thread later runs on one (its
-    /// batch workers hold the cores) still steps on all of them.
+    /// Threads of the fused CPU step: the learner's, as given at start, so
+    /// that a learner whose own thread later runs on one (its batch workers
+    /// hold the cores) still steps on all of them.
     threads: usize,
 }
 
 impl TfRmsProp {
-    pub fn new(vars: Vec<Tensor>, lr: f64, decay: f64, eps: f64) -> Self {
+    pub fn new(vars: Vec<Tensor>, lr: f64, decay: f64, eps: f64, threads: usize) -> Self {
         let mean_square = vars.iter().map(Tensor::ones_like).collect();
         let mean_grad = vars.iter().map(Tensor::zeros_like).collect();
         let scratch = vars.iter().map(Tensor::empty_like).collect();
@@ -44,7 +44,7 @@ impl TfRmsProp {
             lr,
             decay,
             eps,
-            threads: fused::torch_threads(),
+            threads: threads.max(1),
         }
     }
 
@@ -146,7 +146,7 @@ mod tests {
     fn one_step_matches_tensorflow_by_hand() {
         let w = var_with_grad();
         let (lr, decay, eps) = (0.1, 0.9, 0.01);
-        let mut opt = TfRmsProp::new(vec![w.shallow_clone()], lr, decay, eps);
+        let mut opt = TfRmsProp::new(vec![w.shallow_clone()], lr, decay, eps, 1);
         opt.step();
         // g = 0.5: ms = 0.9 * 1 + 0.1 * 0.25 = 0.925, mg = 0.05,
         //   w = 1 - 0.1 * 0.5 / sqrt(0.925 - 0.0025 + 0.01) = 0.9482220...
@@ -170,7 +170,7 @@ mod tests {
         // libtorch's would be lr / eps, 10,000 times larger here.
         let w = Tensor::zeros([1], (Kind::Float, Device::Cpu)).set_requires_grad(true);
         let (lr, eps) = (1e-3, 1e-8);
-        let mut opt = TfRmsProp::new(vec![w.shallow_clone()], lr, 0.5, eps);
+        let mut opt = TfRmsProp::new(vec![w.shallow_clone()], lr, 0.5, eps, 1);
         let mut last = 0.0;
         for _ in 0..60 {
             let mut vars = [w.shallow_clone()];
@@ -193,7 +193,7 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let w = Tensor::randn([640, 333], opts).set_requires_grad(true);
         let (lr, decay, eps) = (1e-3, 0.95, 1.5e-7);
-        let mut ours = TfRmsProp::new(vec![w.shallow_clone()], lr, decay, eps);
+        let mut ours = TfRmsProp::new(vec![w.shallow_clone()], lr, decay, eps, 2);
         let mut want = w.detach().copy();
         let (mut ms, mut mg) = (
             Tensor::ones([640, 333], opts),
@@ -216,10 +216,10 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let w = var_with_grad();
-        let mut a = TfRmsProp::new(vec![w.shallow_clone()], 0.1, 0.9, 0.01);
+        let mut a = TfRmsProp::new(vec![w.shallow_clone()], 0.1, 0.9, 0.01, 1);
         a.step();
         let saved: HashMap<_, _> = a.state().into_iter().collect();
-        let mut b = TfRmsProp::new(vec![w.copy()], 0.1, 0.9, 0.01);
+        let mut b = TfRmsProp::new(vec![w.copy()], 0.1, 0.9, 0.01, 1);
         assert!(!b.state()[0].1.equal(&a.state()[0].1));
         b.load_state(&saved).unwrap();
         for ((_, x), (_, y)) in a.state().iter().zip(b.state().iter()) {

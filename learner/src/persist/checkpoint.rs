@@ -389,6 +389,8 @@ mod tests {
             max_grad_norm: 10.0,
             target_update_every: 100,
             double: true,
+            loss: crate::dqn::TdLoss::Huber,
+            munchausen: None,
         };
         Dqn::new(net, config, device).unwrap()
     }
