@@ -12,8 +12,16 @@
 #      data-wait panels numbers, not only NaN);
 #   4. the actors are scaled to 4: the new ones show up in Prometheus and in
 #      the replay server's inserts, with distinct ladder indices and epsilons;
+#   5. a second actor host, played by this one: 2 actors of
+#      deploy/docker-compose.actor.yml as their own compose project, joining
+#      through the stack's published ports at this host's address (as another
+#      machine would; E2E_HOST_ADDR overrides it), their metrics published on
+#      host ports and listed in deploy/prometheus/targets/ as
+#      remote-actors.yml.example says: Prometheus scrapes both (remote-actor
+#      targets up), and the replay takes their inserts as actors 4 and 5;
 #      each container's memory (docker stats) is printed;
-#   5. the stack is taken down with its volumes (E2E_KEEP=1 leaves it up).
+#   6. the stack and the second host's actors are taken down with their
+#      volumes (E2E_KEEP=1 leaves them up).
 # Settings are shrunk for a 2-core machine. Takes a few minutes once the
 # image is built; the first image build takes much longer (torch download,
 # full compile); E2E_SKIP_BUILD=1 uses the image as it is. Not part of CI.
@@ -32,6 +40,21 @@ export APEX_LEARNER_PORT=${APEX_LEARNER_PORT:-25052}
 export PROMETHEUS_PORT=${PROMETHEUS_PORT:-29090}
 . scripts/e2e-settings.sh
 export APEX_CHECKPOINT_EVERY=${APEX_CHECKPOINT_EVERY:-200}
+# The replay's variables under their current names (e2e-settings.sh may give
+# the old ones, which apex still reads with a warning).
+export APEX_CAPACITY=${APEX_CAPACITY:-${APEX_REPLAY_CAPACITY:-20000}}
+export APEX_MIN_SIZE=${APEX_MIN_SIZE:-${APEX_REPLAY_MIN_SIZE:-500}}
+# Evaluation rounds often, so that the evaluation panels have data soon
+# (the stack's own default is apex local's 0.1 of a core).
+export APEX_EVAL_BUDGET=${APEX_EVAL_BUDGET:-0.5}
+# The second actor host: its compose project, its metrics ports, the
+# Prometheus targets file that lists them, and the address it reaches the
+# stack at (this host's, not loopback: as from another machine).
+remote_project=${COMPOSE_PROJECT_NAME}-remote
+remote_ports=${E2E_REMOTE_METRICS_PORTS:-29101-29164}
+remote_targets=deploy/prometheus/targets/e2e-remote-actors.yml
+host_addr=${E2E_HOST_ADDR:-$( (hostname -I 2>/dev/null || true) | awk '{print $1}')}
+remote() { "${compose_cmd[@]}" -p "$remote_project" -f deploy/docker-compose.actor.yml "$@"; }
 services=(replay-server learner actor evaluator prometheus)
 replay_image=$APEX_REPLAY_IMAGE
 actor_image=$APEX_ACTOR_IMAGE
@@ -42,12 +65,25 @@ max_actor_bytes=${E2E_MAX_ACTOR_BYTES:-1500000000}
 
 t0=$(date +%s)
 failed=0
+# deploy/docker-compose.actor.yml refuses to start without these; set for
+# `down` and `logs` too, with the real values once the stack runs.
+remote_env() {
+  APEX_REPLAY=${remote_replay:-http://unset:1} APEX_LEARNER=${remote_learner:-http://unset:1} \
+    APEX_TOKEN=${remote_token:-unset} APEX_METRICS_PORTS=$remote_ports "$@"
+}
 finish() {
   local rc=$?
-  [ "$failed" = 0 ] && [ "$rc" = 0 ] || { say "failed: logs of the stack follow"; compose logs --tail=30 >&2 || true; }
+  if [ "$failed" != 0 ] || [ "$rc" != 0 ]; then
+    say "failed: logs of the stack follow"
+    compose logs --tail=30 >&2 || true
+    remote_env remote logs --tail=30 >&2 || true
+  fi
   if [ "${E2E_KEEP:-0}" = 1 ]; then
     say "stack left up (project $COMPOSE_PROJECT_NAME); take it down with: ${compose_cmd[*]} -p $COMPOSE_PROJECT_NAME down -v"
+    say "second host's actors left up (project $remote_project): ${compose_cmd[*]} -p $remote_project -f deploy/docker-compose.actor.yml down -v; rm $remote_targets"
   else
+    remote_env remote down -v --remove-orphans >/dev/null 2>&1 || true
+    rm -f "$remote_targets"
     compose down -v --remove-orphans >/dev/null 2>&1 || true
   fi
   say "took $(( $(date +%s) - t0 ))s in all"
@@ -124,8 +160,35 @@ check labels 'sum by (actor) (apex_replay_inserted_transitions_total)' actor 0 1
 check labels 'max by (actor) (apex_actor_weights_version)' actor 0 1 2 3 || failed=1
 check distinct 'max by (actor) (apex_actor_epsilon_max)' actor 4 || failed=1
 say "4 actors checked in $(( $(date +%s) - ts ))s"
+
+say "a second actor host: 2 actors joining at $host_addr, scraped on host ports of $remote_ports"
+tr=$(date +%s)
+if [ -z "$host_addr" ]; then
+  say "FAIL: no address of this host found (hostname -I): set E2E_HOST_ADDR"; failed=1
+else
+  remote_replay=http://$host_addr:$APEX_REPLAY_PORT
+  remote_learner=http://$host_addr:$APEX_LEARNER_PORT
+  remote_token=${APEX_TOKEN:-$(compose exec -T replay-server cat /var/lib/apex/secrets/token)}
+  # The ladder runs over the stack's 4 and these 2: indices 4 and 5.
+  APEX_ACTORS=6 APEX_ACTOR_INDEX_OFFSET=4 remote_env remote up -d --scale actor=2
+  # Each replica's published metrics port, listed for Prometheus as
+  # deploy/prometheus/targets/remote-actors.yml.example says.
+  targets=()
+  for c in $(remote_env remote ps -q actor); do
+    port=$(docker port "$c" 9100/tcp | head -1 | sed 's/.*://')
+    targets+=("\"$host_addr:$port\"")
+  done
+  say "remote actor targets: ${targets[*]}"
+  ( IFS=,; printf -- '- targets: [%s]\n  labels: {run: apex, site: e2e-remote}\n' "${targets[*]}" ) >"$remote_targets"
+  check targets replay-server=1 learner=1 actor=4 evaluator=1 prometheus=1 remote-actor=2 || failed=1
+  check labels 'sum by (actor) (apex_replay_inserted_transitions_total)' actor 4 5 || failed=1
+  check labels 'max by (actor) (apex_actor_weights_version{job="remote-actor"})' actor 4 5 || failed=1
+  check labels 'max by (actor) (apex_actor_env_steps_total{job="remote-actor", run="apex"})' actor 4 5 || failed=1
+fi
+say "second host checked in $(( $(date +%s) - tr ))s"
 # What each process holds, for sizing deploy/k8s's requests and limits.
-docker stats --no-stream --format '{{.Name}}: {{.MemUsage}}, CPU {{.CPUPerc}}' $(compose ps -q) >&2
+# shellcheck disable=SC2046 # one argument per container id
+docker stats --no-stream --format '{{.Name}}: {{.MemUsage}}, CPU {{.CPUPerc}}' $(compose ps -q) $(remote_env remote ps -q) >&2
 check show 'max by (job) (max_over_time(process_resident_memory_bytes[10m]))'
 check show 'max(apex_replay_bytes_per_transition)'
 check show 'sum(apex_replay_size_transitions)'

@@ -3,8 +3,8 @@
 # frequent publication, short evaluation rounds soon and often so that the
 # evaluation panels have data), and `check`, which asks Prometheus. Each
 # setting can be overridden from the environment. Set PROMETHEUS_PORT first.
-export APEX_REPLAY_CAPACITY=${APEX_REPLAY_CAPACITY:-20000}
-export APEX_REPLAY_MIN_SIZE=${APEX_REPLAY_MIN_SIZE:-500}
+export APEX_CAPACITY=${APEX_CAPACITY:-20000}
+export APEX_MIN_SIZE=${APEX_MIN_SIZE:-500}
 export APEX_ENVS=${APEX_ENVS:-2}
 export APEX_SEND_BATCH=${APEX_SEND_BATCH:-16}
 export APEX_BATCH_SIZE=${APEX_BATCH_SIZE:-8}

@@ -7,7 +7,11 @@
 #     (as recording rules), so each PromQL expression parses
 #   - the dashboard's metric names exist in the code's metrics.rs files
 #   - Grafana provisioning: datasource and dashboard provider files, and the
-#     dashboard JSON (ids, layout, datasource uid, queries)
+#     dashboard JSON (ids, layout, datasource uid, queries); every metric
+#     selector of every query honours the `run` template variable
+#   - the compose stack trains the preset: docker-compose.yml gives no
+#     preset setting (nor the evaluator's) a value of its own, and every
+#     APEX_* variable the deploy files set is one apex or the images read
 #   - kubectl kustomize deploy/k8s, then kubernetes-validate on its output
 #   - the replay ratio: in the compose stack, the GPU override and Kubernetes,
 #     the learner and the replay server resolve the same samples_per_insert
@@ -145,6 +149,20 @@ for p in dash["panels"]:
         if not t.get("expr") or t["datasource"]["uid"] not in uids:
             errors.append(f"[{p['title']}] query {t.get('refId')} has no expr or an unknown datasource")
         exprs.append(t["expr"])
+# The run selector: defined, and honoured by every metric selector of every
+# query (a query that forgets it mixes runs when one Prometheus holds several).
+variables = {v.get("name"): v for v in dash.get("templating", {}).get("list", [])}
+run = variables.get("run")
+if not run:
+    errors.append("the dashboard has no `run` template variable")
+elif not (run.get("includeAll") and run.get("allValue") == ".*"):
+    errors.append("the `run` variable needs includeAll with allValue .* (series without a run label then show)")
+selector = re.compile(r"\b((?:apex|process)_[a-z0-9_]+|up)\b(\{[^}]*\})?(?!\s*\()")
+for p in dash["panels"]:
+    for t in p.get("targets", []):
+        for m in selector.finditer(t.get("expr", "")):
+            if 'run=~"$run"' not in (m.group(2) or ""):
+                errors.append(f"[{p['title']}] query {t.get('refId')}: {m.group(1)} does not select run=~\"$run\"")
 # Every apex_* metric a query reads must be named in some metrics.rs.
 code = "".join(open(f).read() for f in glob.glob("**/src/**/*.rs", recursive=True) if "/target/" not in f)
 for e in exprs:
@@ -154,7 +172,7 @@ for e in exprs:
             errors.append(f"metric {name} is not defined in the code")
 for e in sorted(set(errors)):
     print("  ", e, file=sys.stderr)
-print(f"  {len(ids)} panels, {len(exprs)} queries", file=sys.stderr)
+print(f"  {len(ids)} panels, {len(exprs)} queries, each selector on $run", file=sys.stderr)
 sys.exit(1 if errors else 0)
 PY
 
@@ -227,12 +245,12 @@ sys.exit(1 if errors else 0)
 PY
 
 # The replay ratio. The replay server's rate limiter holds samples per insert
-# from its own settings, not the learner's: a learner on apex-breakout-gpu
-# (0.8) beside a replay server on apex-breakout (2.0) trains at 2.5 times
+# from its own settings, not the learner's: a learner on apex-atari-gpu
+# (0.8) beside a replay server on apex-atari (2.0) trains at 2.5 times
 # the ratio it was tuned for, and nothing at run time says so. For each way
 # of deploying, resolve both processes' samples_per_insert as apex does
 # (flag, else APEX_* variable, else the preset: --preset/APEX_PRESET, else
-# apex-breakout-gpu when CUDA is asked for, else apex-breakout), with the
+# apex-atari-gpu when CUDA is asked for, else apex-atari), with the
 # numbers read from presets/*.toml, and fail when they differ. Where the
 # replay is sized by the learner's preset (the GPU override, Kubernetes),
 # its capacity and minimum size must be that preset's too, and a memory
@@ -248,8 +266,10 @@ BYTES_PER_TRANSITION = 557
 BASE_BYTES = 17e6
 ON = {"1", "true", "on", "yes"}
 OFF = {"0", "false", "off", "no"}
-# apex's own defaults when neither a preset nor CUDA is named (cli/src/preset.rs).
-DEFAULT, DEFAULT_GPU = "apex-breakout", "apex-breakout-gpu"
+# apex's own defaults when neither a preset nor CUDA is named, and the old
+# names of presets it still takes (cli/src/preset.rs).
+DEFAULT, DEFAULT_GPU = "apex-atari", "apex-atari-gpu"
+ALIASES = {"apex-breakout": "apex-atari", "apex-breakout-gpu": "apex-atari-gpu"}
 
 class Unresolved(Exception):
     pass
@@ -258,6 +278,7 @@ def load_preset(name):
     if "/" in name or name.endswith(".toml"):
         raise Unresolved(f"preset {name} is a file path: the check reads only presets/<name>.toml; "
                          f"name a built-in preset or set APEX_SAMPLES_PER_INSERT on both")
+    name = ALIASES.get(name, name)
     try:
         with open(f"presets/{name}.toml", "rb") as f:
             table = tomllib.load(f)
@@ -293,8 +314,8 @@ class Process:
     def __init__(self, role, env, args):
         self.role, self.env, self.args = role, env, args
         for k, v in env.items():
-            if k in ("APEX_PRESET", "APEX_SAMPLES_PER_INSERT", "APEX_REPLAY_CAPACITY",
-                     "APEX_REPLAY_MIN_SIZE", "APEX_CUDA") and v == "":
+            if k in ("APEX_PRESET", "APEX_SAMPLES_PER_INSERT", "APEX_CAPACITY", "APEX_MIN_SIZE",
+                     "APEX_REPLAY_CAPACITY", "APEX_REPLAY_MIN_SIZE", "APEX_CUDA") and v == "":
                 raise Unresolved(f"{role}: {k} is set but empty, which apex refuses: give it a value or remove it")
         cuda = flag(args, "cuda", separate=False)
         if cuda is not None:
@@ -313,14 +334,17 @@ class Process:
             self.preset, self.preset_from = DEFAULT, "the default, no preset named"
         self.values = load_preset(self.preset)
 
-    def setting(self, key, variable, kind):
-        """(value, where it came from), as apex resolves it: flag > variable > preset."""
+    def setting(self, key, variable, kind, old=None):
+        """(value, where it came from), as apex resolves it: flag > variable >
+        the variable's old name (cli/src/preset.rs, RENAMED_VARIABLES) > preset."""
         opt = key.replace("_", "-")
         v = flag(self.args, opt)
         if v not in (None, True):
             where = f"--{opt}"
         elif variable in self.env:
             v, where = self.env[variable], variable
+        elif old and old in self.env:
+            v, where = self.env[old], f"{old} (old name of {variable})"
         elif key in self.values:
             v, where = self.values[key], f"preset {self.preset}, {self.preset_from}"
         else:
@@ -407,8 +431,8 @@ for name, kind, path in opts.variant:
         replay, memory = procs["replay-server"]
         l_spi, l_from = learner.setting("samples_per_insert", "APEX_SAMPLES_PER_INSERT", float)
         r_spi, r_from = replay.setting("samples_per_insert", "APEX_SAMPLES_PER_INSERT", float)
-        capacity, c_from = replay.setting("capacity", "APEX_REPLAY_CAPACITY", int)
-        min_size, m_from = replay.setting("min_size", "APEX_REPLAY_MIN_SIZE", int)
+        capacity, c_from = replay.setting("capacity", "APEX_CAPACITY", int, "APEX_REPLAY_CAPACITY")
+        min_size, m_from = replay.setting("min_size", "APEX_MIN_SIZE", int, "APEX_REPLAY_MIN_SIZE")
         print(f"   {name}: samples per insert: learner {l_spi:g} (from {l_from}), "
               f"replay server {r_spi:g} (from {r_from}); replay capacity {capacity:,} (from {c_from})",
               file=sys.stderr)
@@ -460,7 +484,7 @@ step "replay ratio: the learner's and the replay server's samples per insert agr
 # The check itself must fail on a mismatch: the same check on a replay server
 # given its own ratio under the GPU override, and on the Kubernetes
 # manifests with the replay server's preset taken away (the learner then
-# reads apex-breakout-gpu, the replay server apex-breakout).
+# reads apex-atari-gpu, the replay server apex-atari).
 step "replay ratio self-test: mismatches must be refused"
 selftest() {  # name, then the check's arguments; passes when the check fails naming the variant
   local name=$1 out; shift
@@ -495,6 +519,64 @@ then
 elif [ -s "$manifests" ]; then
   fail "could not write the self-test's Kubernetes manifests"
 fi
+
+# The compose stack trains what `apex local` trains: docker-compose.yml gives
+# no preset setting, and none of the evaluator's, a value of its own (each is
+# listed without one, so the shell's passes through); the game and protocol
+# are the exceptions. And every APEX_* variable a deploy file sets is one
+# that apex (a flag's variable, cli/src) or the images' scripts
+# (deploy/docker/) read, under its current name.
+step "compose trains the preset; deploy files' APEX_* variables exist"
+[ -s "$cache/compose-cpu.yml" ] && compose_cpu=$cache/compose-cpu.yml || compose_cpu=
+"$venv/bin/python" - "$compose_cpu" "$manifests" <<'PY' || fail "compose settings or variable names"
+import glob, re, sys, tomllib, yaml
+errors = []
+code = "".join(open(f).read() for f in glob.glob("**/src/**/*.rs", recursive=True) if "/target/" not in f)
+known = set(re.findall(r'"(APEX_[A-Z0-9_]+)"', code))
+known |= set(re.findall(r"APEX_[A-Z0-9_]+", "".join(open(f).read() for f in glob.glob("deploy/docker/*.sh"))))
+renamed = dict(re.findall(r'\(\s*"(APEX_[A-Z0-9_]+)",\s*"(APEX_[A-Z0-9_]+)",?\s*\)', open("cli/src/preset.rs").read()))
+def check_names(where, env):
+    for k in env:
+        if not k.startswith("APEX_"):
+            continue
+        if k in renamed:
+            if renamed[k] not in env:
+                errors.append(f"{where}: {k} is an old name: set {renamed[k]}")
+        elif k not in known:
+            errors.append(f"{where}: {k} is not a variable apex or the images read")
+def env_of(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) if "=" in e else (e, None) for e in env)
+    return env
+for path in ["docker-compose.yml", *sorted(glob.glob("deploy/docker-compose.*.yml"))]:
+    for name, svc in (yaml.safe_load(open(path)).get("services") or {}).items():
+        check_names(f"{path} {name}", env_of(svc))
+if sys.argv[2]:
+    for d in yaml.safe_load_all(open(sys.argv[2])):
+        if d and d["kind"] in ("Deployment", "StatefulSet"):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                check_names(f"kubernetes {d['metadata']['name']}", {e["name"]: 1 for e in c.get("env", [])})
+        if d and d["kind"] == "ConfigMap":
+            check_names(f"kubernetes ConfigMap {d['metadata']['name']}", d.get("data") or {})
+if sys.argv[1]:
+    keys = set()
+    for f in glob.glob("presets/*.toml"):
+        for section, table in tomllib.load(open(f, "rb")).items():
+            keys |= set(table) if isinstance(table, dict) else {section}
+    keys -= {"game", "protocol"}
+    services = yaml.safe_load(open(sys.argv[1]))["services"]
+    for name in ("replay-server", "learner", "actor", "evaluator"):
+        for k, v in env_of(services[name]).items():
+            key = k.removeprefix("APEX_").lower()
+            if v is not None and k.startswith("APEX_") and (key in keys or key.startswith("eval_")):
+                errors.append(f"docker-compose.yml {name}: {k}={v} is set by the file, so the stack "
+                              f"does not train the preset: list it without a value (the shell's passes through)")
+for e in errors:
+    print("  ", e, file=sys.stderr)
+print(f"   {len(known)} variables known, {len(renamed)} old names", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
 
 step "bash -n on the image's and deploy scripts"
 for f in deploy/docker/*.sh scripts/docker-*.sh scripts/e2e-*.sh scripts/validate-deploy.sh; do

@@ -9,7 +9,8 @@ its deadline passes, then prints what it saw and exits non-zero on failure.
   promcheck.py URL distinct EXPR LABEL N    N series, with N distinct LABELs and N distinct values
   promcheck.py URL show EXPR                prints EXPR's series (no check)
   promcheck.py URL dashboard FILE [ID...]   every panel query returns data; the
-                                            panels with these ids, numbers (not only NaN)
+                                            panels with these ids, numbers (not only NaN);
+                                            template variables read as "All"
 """
 import json
 import math
@@ -120,6 +121,13 @@ def show(base, expr):
 def dashboard(base, path, strict_ids=()):
     """Panels in strict_ids must return numbers: NaN alone fails them."""
     dash = json.load(open(path))
+    # Template variables as Grafana's "All" sends them (the run selector: .*).
+    variables = {v["name"]: v.get("allValue") or ".*" for v in dash.get("templating", {}).get("list", [])}
+
+    def expand(expr):
+        for name, value in variables.items():
+            expr = expr.replace("${" + name + "}", value).replace("$" + name, value)
+        return expr
     exprs = []
     strict = set()
 
@@ -129,7 +137,7 @@ def dashboard(base, path, strict_ids=()):
             for t in p.get("targets", []):
                 if str(p.get("id")) in strict_ids:
                     strict.add(len(exprs))
-                exprs.append((p["title"], t["expr"]))
+                exprs.append((p["title"], expand(t["expr"])))
     walk(dash["panels"])
     missing = set(strict_ids) - {str(p.get("id")) for p in dash["panels"]}
     if missing:
