@@ -64,7 +64,7 @@ impl RateLimiter {
     pub fn new(limit: RateLimit, inserted: u64, sampled: u64) -> Self {
         for side in [Side::Insert, Side::Sample] {
             // Present from the start, so dashboards show 0 rather than nothing.
-            metrics::gauge!(m::LIMITER_WAIT, "side" => side.label()).set(0.0);
+            metrics::gauge!(m::LIMITER_WAIT_TOTAL, "side" => side.label()).set(0.0);
             metrics::gauge!(m::LIMITER_WAITING, "side" => side.label()).set(0.0);
         }
         RateLimiter {
@@ -162,8 +162,9 @@ impl RateLimiter {
         .await
         .unwrap_or(Waited::TimedOut);
         waiting.decrement(1.0);
-        metrics::gauge!(m::LIMITER_WAIT, "side" => side.label())
-            .increment(start.elapsed().as_secs_f64());
+        let waited = start.elapsed().as_secs_f64();
+        metrics::histogram!(m::LIMITER_WAIT, "side" => side.label()).record(waited);
+        metrics::gauge!(m::LIMITER_WAIT_TOTAL, "side" => side.label()).increment(waited);
         went
     }
 }

@@ -10,8 +10,12 @@ pub const STORED_BYTES: &str = "apex_replay_stored_bytes";
 pub const BYTES_PER_TRANSITION: &str = "apex_replay_bytes_per_transition";
 pub const INSERT_LATENCY: &str = "apex_replay_insert_latency_seconds";
 pub const SAMPLE_LATENCY: &str = "apex_replay_sample_latency_seconds";
-/// Counted in a gauge because metrics counters are integers; it only rises.
-pub const LIMITER_WAIT: &str = "apex_replay_rate_limiter_wait_seconds_total";
+/// Each wait on the rate limiter, by side: its `_sum` is the seconds waited
+/// (a true counter) and its `_count` the waits.
+pub const LIMITER_WAIT: &str = "apex_replay_rate_limiter_wait_seconds";
+/// Deprecated, kept for one release: the same seconds in a gauge named like
+/// a counter. Dashboards read `LIMITER_WAIT`'s `_sum` instead.
+pub const LIMITER_WAIT_TOTAL: &str = "apex_replay_rate_limiter_wait_seconds_total";
 pub const LIMITER_WAITING: &str = "apex_replay_rate_limiter_waiting";
 pub const CHECKPOINTS: &str = "apex_replay_checkpoints_total";
 pub const CHECKPOINT_SECONDS: &str = "apex_replay_checkpoint_duration_seconds";
@@ -54,10 +58,15 @@ pub fn describe() {
         Unit::Seconds,
         "from a sample request's arrival to its batch, rate-limiter wait included"
     );
-    describe_gauge!(
+    describe_histogram!(
         LIMITER_WAIT,
         Unit::Seconds,
-        "time spent waiting on the rate limiter, by side (insert or sample)"
+        "each wait on the rate limiter, by side (insert or sample)"
+    );
+    describe_gauge!(
+        LIMITER_WAIT_TOTAL,
+        Unit::Seconds,
+        "deprecated (use apex_replay_rate_limiter_wait_seconds_sum): time spent waiting on the rate limiter, by side"
     );
     describe_gauge!(
         LIMITER_WAITING,
