@@ -645,9 +645,13 @@ mod tests {
         out
     }
 
+    /// A command line as `chosen` takes it.
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn a_game_with_a_preset_of_its_name_brings_it_unless_one_is_named() {
-        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             chosen(&args(&["apex", "local", "--game", "catch"])),
             "catch"
@@ -669,7 +673,6 @@ mod tests {
 
     #[test]
     fn the_preset_flag_beats_the_variable() {
-        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             chosen(&args(&["apex", "local", "--preset", "dqn-nature"])),
             "dqn-nature"

@@ -79,14 +79,11 @@ fn ctrl_c_stops_a_rate_limited_run_promptly_and_cleanly() {
         c.spawn().unwrap()
     };
     let mut refused = actor(false);
-    let start = Instant::now();
-    while refused.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            refused.kill().unwrap();
-            panic!("an actor without the token was let in");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    exits_within(
+        &mut refused,
+        Duration::from_secs(20),
+        "an actor without the token was let in",
+    );
     let refused = refused.wait_with_output().unwrap();
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && why.contains("token"), "{why}");
@@ -129,6 +126,18 @@ fn ctrl_c_stops_a_rate_limited_run_promptly_and_cleanly() {
 }
 
 /// `apex local` on Catch with `budget` flags: it must stop by itself.
+/// Waits for `child` to exit; past `limit` kills it and fails with `why`.
+fn exits_within(child: &mut std::process::Child, limit: Duration, why: &str) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("{why}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn budgeted_run(dir: &std::path::Path, budget: &[&str]) -> (String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_apex"))
         .args(["local", "--game", "catch", "--run-dir"])
@@ -144,14 +153,11 @@ fn budgeted_run(dir: &std::path::Path, budget: &[&str]) -> (String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
-            child.kill().unwrap();
-            panic!("apex local {budget:?} still running after 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    exits_within(
+        &mut child,
+        Duration::from_secs(120),
+        &format!("apex local {budget:?} still running after 120 s"),
+    );
     let o = child.wait_with_output().unwrap();
     let (out, err) = (
         String::from_utf8_lossy(&o.stdout).into_owned(),
