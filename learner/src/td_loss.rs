@@ -1,7 +1,8 @@
-//! The loss of one slice of a batch and its gradients: double-DQN n-step
-//! targets, Huber (or squared) loss weighted by importance weights. Slices add up to the
-//! whole batch's loss and gradients, so a batch may be taken whole on one
-//! thread or in slices side by side (`batch_workers.rs`).
+//! The loss of one slice of a batch and its gradients: double-DQN (or
+//! Munchausen) n-step targets, Huber (or squared) loss weighted by
+//! importance weights. Slices add up to the whole batch's loss and
+//! gradients, so a batch may be taken whole on one thread or in slices
+//! side by side (`batch_workers.rs`).
 
 use apex_model::QNet;
 use tch::{Kind, Reduction, Tensor};
