@@ -46,3 +46,6 @@ done
     *) echo 'fn main() {}' > "$dst/$f" ;;
   esac
 done
+# cli/build.rs builds presets/*.toml into the binary; the stubs use none, and
+# an empty folder keeps the dependency layer from changing with a preset.
+mkdir -p "$dst/presets"

@@ -1,9 +1,11 @@
 //! System tests: the `apex` binary started as users start it, as separate
 //! processes (killed, restarted, cut off from each other), and driven by
 //! the repository's scripts. This crate holds what they share: finding the
-//! built binary, running it, the repository's Python venv, and the shape
-//! of a clear failure. The binary's own command-line tests (`cli/tests`)
-//! use it too.
+//! built binary, running it, the repository's Python venv, the shape of a
+//! clear failure, and the command lines the documentation shows. The
+//! binary's own command-line tests (`cli/tests`) and the bench's use it too.
+
+pub mod doc_commands;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
