@@ -253,6 +253,7 @@ mod tests {
             env: EnvSpec::Catch(CatchConfig::default()),
             arch: Arch::Mlp { hidden: 16 },
             dueling: true,
+            quantiles: None,
             actor_index: 1,
             actor_count: 2,
             envs,
@@ -282,7 +283,8 @@ mod tests {
     fn play(config: ActorConfig) -> (Vec<Vec<Frame>>, Vec<Vec<Transition>>, u64) {
         let spec = config.env.clone();
         let (shape, actions) = spec.probe().unwrap();
-        let net = QNetConfig::new(config.arch, &shape, actions, config.dueling);
+        let net = QNetConfig::new(config.arch, &shape, actions, config.dueling)
+            .with_quantiles(config.quantiles);
         let weights = |seed: i64| {
             let vs = tch::nn::VarStore::new(tch::Device::Cpu);
             let _ = QNet::new(&vs.root(), net);

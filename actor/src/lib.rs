@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use apex_env::{EnvError, EnvSpec, Environment, GameSummary};
 use apex_model::policy::PolicyNet;
-use apex_model::{Arch, QNetConfig};
+use apex_model::{Arch, QNetConfig, Quantiles};
 use apex_proto::auth::{Channel, Token};
 use apex_proto::tls::Tls;
 use apex_proto::transport::{pause_or_stop, Retry};
@@ -42,6 +42,8 @@ pub struct ActorConfig {
     pub env: EnvSpec,
     pub arch: Arch,
     pub dueling: bool,
+    /// QR-DQN's quantile head, as the learner's; none: the expected-value head.
+    pub quantiles: Option<Quantiles>,
     /// This actor's index among `actor_count`; with `envs` environments
     /// each, environment j of actor i is number i * envs + j on the ladder.
     pub actor_index: usize,
@@ -150,7 +152,8 @@ pub async fn run(
         &obs_shape,
         envs[0].num_actions(),
         config.dueling,
-    );
+    )
+    .with_quantiles(config.quantiles);
     let report = |stats: &ActorStats| ActorReport {
         env_steps: stats.env_steps.load(Ordering::Relaxed),
         episodes: stats.episodes.load(Ordering::Relaxed),

@@ -64,6 +64,7 @@ fn learner_config(replay_addr: &str, max_updates: u64, run_dir: &std::path::Path
         num_actions: 3,
         arch: ARCH,
         dueling: true,
+        quantiles: None,
         dqn: DqnConfig {
             optimizer: Optimizer::Adam { eps: 1e-8 },
             learning_rate: 1e-3,
@@ -110,6 +111,7 @@ fn actor_config(
         env: EnvSpec::Catch(CatchConfig::default()),
         arch: ARCH,
         dueling: true,
+        quantiles: None,
         actor_index: index,
         actor_count: count,
         envs,

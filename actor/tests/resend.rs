@@ -99,6 +99,7 @@ fn actor_config(replay: String, learner: String, steps: u64, token: Option<Token
         env: EnvSpec::Catch(CatchConfig::default()),
         arch: ARCH,
         dueling: false,
+        quantiles: None,
         actor_index: 0,
         actor_count: 1,
         envs: 4,

@@ -104,6 +104,7 @@ pub async fn run(a: ActorBenchArgs) -> Result<()> {
         env: spec,
         arch,
         dueling: true,
+        quantiles: None,
         actor_index: 0,
         actor_count: 1,
         envs: a.envs,

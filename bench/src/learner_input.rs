@@ -115,6 +115,7 @@ async fn measure(
         num_actions: crate::replay_service::NUM_ACTIONS as usize,
         arch: Arch::Nature,
         dueling: true,
+        quantiles: None,
         dqn: apex_learner::dqn::DqnConfig {
             optimizer: apex_learner::dqn::Optimizer::Adam { eps: 1.5e-4 },
             learning_rate: 1e-4,

@@ -16,7 +16,8 @@ use crate::env_cmd::GameArgs;
 use crate::services::{at_least_one, net_config, EVAL_SEED_OFFSET, PARALLEL_GAMES};
 
 /// A checkpoint as a policy for `spec`'s game; dueling or not is read from
-/// the checkpoint's variable names.
+/// the checkpoint's variable names, and the quantiles of a quantile head
+/// from its output layer's rows (actions times quantiles).
 pub fn load_checkpoint(path: &Path, spec: &EnvSpec) -> Result<PolicyNet> {
     let checkpoint = crate::export::read_checkpoint(path)?;
     let dueling = checkpoint
@@ -24,6 +25,19 @@ pub fn load_checkpoint(path: &Path, spec: &EnvSpec) -> Result<PolicyNet> {
         .iter()
         .any(|(n, _)| n.starts_with("value."));
     let net = net_config(spec, dueling)?;
+    let rows = checkpoint
+        .tensors
+        .iter()
+        .find(|(n, _)| n == "advantage.out.weight")
+        .map(|(_, t)| t.size()[0]);
+    let net = match rows {
+        // Rows that do not divide by the actions: the load below says the
+        // checkpoint does not fit this game.
+        Some(rows) if rows != net.actions && rows % net.actions == 0 => {
+            net.with_quantiles(apex_model::Quantiles::new(rows / net.actions).ok())
+        }
+        _ => net,
+    };
     PolicyNet::from_weights(net, &checkpoint.bytes, 0).with_context(|| {
         format!(
             "checkpoint {} does not fit {}'s network: evaluate it with the game it was trained on (--game)",

@@ -34,15 +34,25 @@ pub fn run(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes the online network's tensors of `checkpoint` to `out`; returns how many.
+/// The tensor that tells a quantile head's count, which the output layer's
+/// rows (actions times quantiles) cannot tell alone.
+pub const QUANTILES_TENSOR: &str = "quantiles";
+
+/// Writes the online network's tensors of `checkpoint` to `out` (and, for a
+/// quantile head, [`QUANTILES_TENSOR`]); returns how many.
 pub fn export(checkpoint: &Path, out: &Path) -> Result<usize> {
+    use apex_learner::persist::checkpoint::{is_online_weight, saved_quantiles};
+    let all = read_checkpoint(checkpoint)?.tensors;
+    let quantiles = saved_quantiles(&all);
     // safetensors stores plain dense buffers; the training state stays behind.
-    let tensors: Vec<(String, Tensor)> = read_checkpoint(checkpoint)?
-        .tensors
+    let mut tensors: Vec<(String, Tensor)> = all
         .into_iter()
-        .filter(|(name, _)| apex_learner::persist::checkpoint::is_online_weight(name))
+        .filter(|(name, _)| is_online_weight(name))
         .map(|(name, t)| (name, t.detach().contiguous()))
         .collect();
+    if let Some(n) = quantiles {
+        tensors.push((QUANTILES_TENSOR.into(), Tensor::from_slice(&[n.get()])));
+    }
     Tensor::write_safetensors(&tensors, out).map_err(|e| {
         anyhow::anyhow!(
             "cannot write {} ({}): check that its folder exists and is writable, or pass --out",

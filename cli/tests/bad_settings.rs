@@ -59,6 +59,20 @@ fn impossible_settings_fail_at_start_with_one_line() {
         );
         assert_refused(&local(&[flag, "0"]), "must be at least 1");
     }
+    for n in ["1", "-2", "257"] {
+        assert_clear_failure(
+            &local(&[&format!("--quantiles={n}")]),
+            &format!("{n} quantiles: give 2 to 256"),
+        );
+    }
+    assert_clear_failure(
+        &local(&["--quantiles", "8", "--loss", "mse"]),
+        "--loss mse needs the expected-value head",
+    );
+    assert_clear_failure(
+        &local(&["--quantiles", "8", "--munchausen", "on"]),
+        "--munchausen on needs the expected-value head",
+    );
     assert!(!run.exists(), "a refused run started");
     assert_clear_failure(
         &local(&["--min-size", "200", "--capacity", "100"]),

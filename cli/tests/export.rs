@@ -38,15 +38,27 @@ fn breakout_observations(count: usize) -> Vec<u8> {
     obs
 }
 
-/// Saves a network as the learner does, computes its Q-values here, exports
-/// it, and returns PyTorch's report: its largest difference from apex's Q.
+/// Saves a network's weights, computes its Q-values here, exports it, and
+/// returns PyTorch's report: its largest difference from apex's Q. A
+/// network with a quantile head is saved as the learner's whole checkpoint,
+/// whose meta tells the export its quantiles.
 fn export_and_compare(config: QNetConfig, obs: &[u8], seed: i64) -> (f64, String) {
     let dir = tempfile::tempdir().unwrap();
     tch::manual_seed(seed);
-    let vs = VarStore::new(Device::Cpu);
+    let mut vs = VarStore::new(Device::Cpu);
     let net = QNet::new(&vs.root(), config);
-    let checkpoint = dir.path().join("checkpoint.ot");
-    std::fs::write(&checkpoint, apex_model::save_weights(&vs).unwrap()).unwrap();
+    let checkpoint = match config.quantiles {
+        None => {
+            let path = dir.path().join("checkpoint.ot");
+            std::fs::write(&path, apex_model::save_weights(&vs).unwrap()).unwrap();
+            path
+        }
+        Some(_) => {
+            let dqn = apex_learner::dqn::Dqn::new(config, DQN, Device::Cpu).unwrap();
+            apex_model::load_weights(&mut vs, &dqn.weights().unwrap()).unwrap();
+            apex_learner::persist::checkpoint::save(dir.path(), &dqn, 1).unwrap()
+        }
+    };
 
     let [c, h, w] = config.obs_shape;
     let batch = obs.len() as i64 / (c * h * w);
@@ -88,7 +100,7 @@ obs = torch.from_numpy(np.load(sys.argv[3]))
 with torch.no_grad():
     q = net(obs).numpy()
 want = np.fromfile(sys.argv[4], dtype="<f4").reshape(q.shape)
-print(f"arch={net.arch} actions={net.actions} dueling={net.dueling}")
+print(f"arch={net.arch} actions={net.actions} dueling={net.dueling} quantiles={net.n_quantiles}")
 print(f"max_abs_diff={np.abs(q - want).max():.3e}")
 "#;
     let o = Command::new(python())
@@ -128,6 +140,31 @@ fn pytorch_matches_apex_on_breakout_dueling_and_not() {
             )),
             "{report}"
         );
+        assert!(diff <= 1e-5, "dueling={dueling}: PyTorch differs by {diff}");
+    }
+}
+
+/// Settings of the learner whose checkpoint holds a quantile head.
+const DQN: apex_learner::dqn::DqnConfig = apex_learner::dqn::DqnConfig {
+    optimizer: apex_learner::dqn::Optimizer::Adam { eps: 1.5e-4 },
+    learning_rate: 1e-4,
+    learning_rate_decay: None,
+    max_grad_norm: 10.0,
+    target_update_every: 100,
+    double: true,
+    loss: apex_learner::dqn::TdLoss::Huber,
+    munchausen: None,
+};
+
+#[test]
+fn pytorch_matches_apex_for_a_quantile_head_dueling_and_not() {
+    let obs = breakout_observations(8);
+    for dueling in [true, false] {
+        let config = QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, dueling)
+            .with_quantiles(apex_model::Quantiles::new(7).ok());
+        let (diff, report) = export_and_compare(config, &obs, 5);
+        assert!(report.contains("actions=4"), "{report}");
+        assert!(report.contains("quantiles=7"), "{report}");
         assert!(diff <= 1e-5, "dueling={dueling}: PyTorch differs by {diff}");
     }
 }

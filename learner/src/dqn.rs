@@ -76,7 +76,27 @@ pub struct LrDecay {
     pub over_updates: u64,
 }
 
+/// Settings of the update that a quantile head cannot take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadMismatch {
+    #[error("--munchausen on needs the expected-value head: set --quantiles 0, or --munchausen off")]
+    MunchausenWithQuantiles,
+    #[error("--loss mse needs the expected-value head (a quantile head trains on QR-DQN's quantile Huber loss): set --quantiles 0, or --loss huber")]
+    SquaredLossWithQuantiles,
+}
+
 impl DqnConfig {
+    /// Whether these settings fit `net`'s head: Munchausen's targets and
+    /// the squared loss are written for expected values.
+    pub fn check_head(&self, net: &QNetConfig) -> Result<(), HeadMismatch> {
+        match (net.quantiles, self.munchausen, self.loss) {
+            (None, _, _) => Ok(()),
+            (Some(_), Some(_), _) => Err(HeadMismatch::MunchausenWithQuantiles),
+            (Some(_), None, TdLoss::Mse) => Err(HeadMismatch::SquaredLossWithQuantiles),
+            (Some(_), None, TdLoss::Huber) => Ok(()),
+        }
+    }
+
     /// What the TD targets and the loss are made of.
     pub(crate) fn td_rule(&self) -> TdRule {
         TdRule {

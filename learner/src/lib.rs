@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apex_model::{Arch, QNetConfig};
+use apex_model::{Arch, QNetConfig, Quantiles};
 use apex_proto::auth::Token;
 use apex_proto::tls::Tls;
 use apex_proto::v1::parameters_server::ParametersServer;
@@ -44,6 +44,8 @@ pub struct LearnerConfig {
     pub num_actions: usize,
     pub arch: Arch,
     pub dueling: bool,
+    /// QR-DQN's quantile head; none: the expected-value head.
+    pub quantiles: Option<Quantiles>,
     pub dqn: DqnConfig,
     pub batch_size: usize,
     /// Updates between weight publications.
@@ -109,6 +111,8 @@ pub enum LearnerError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Device(#[from] apex_model::CudaUnavailable),
+    #[error(transparent)]
+    Head(#[from] crate::dqn::HeadMismatch),
     #[error("replay server {addr} refused {call} ({code:?}: {message}): {advice}", code = .status.code(), message = .status.message())]
     Replay {
         addr: String,
@@ -226,7 +230,9 @@ fn start_dqn(config: &LearnerConfig) -> Result<(Dqn, u64), LearnerError> {
         &config.obs_shape,
         config.num_actions,
         config.dueling,
-    );
+    )
+    .with_quantiles(config.quantiles);
+    config.dqn.check_head(&net)?;
     let device = apex_model::device(config.cuda)?;
     let mut dqn = Dqn::with_batch_workers(
         net,

@@ -1,10 +1,11 @@
 //! The loss of one slice of a batch and its gradients: double-DQN (or
 //! Munchausen) n-step targets, Huber (or squared) loss weighted by
-//! importance weights. Slices add up to the whole batch's loss and
+//! importance weights; for a network with a quantile head, QR-DQN's
+//! quantile Huber loss against the n-step targets of the next quantiles. Slices add up to the whole batch's loss and
 //! gradients, so a batch may be taken whole on one thread or in slices
 //! side by side (`batch_workers.rs`).
 
-use apex_model::QNet;
+use apex_model::{QNet, Quantiles};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::dqn::{Munchausen, TdLoss};
@@ -90,6 +91,10 @@ pub fn slice_loss(nets: &Nets<'_>, s: &Slice, scaled: &mut Scaled) -> SliceLoss 
     // The next observations go through two networks: converted once.
     apex_model::scale_into(&s.obs, &mut scaled.obs);
     apex_model::scale_into(&s.next_obs, &mut scaled.next_obs);
+    if let Some(n) = nets.online.quantiles() {
+        let (loss, q, target) = quantile_loss(nets, n, s, scaled);
+        return finish(nets, s, loss, q, target);
+    }
     let q = nets
         .online
         .q_values_scaled(&scaled.obs)
@@ -115,6 +120,12 @@ pub fn slice_loss(nets: &Nets<'_>, s: &Slice, scaled: &mut Scaled) -> SliceLoss 
         TdLoss::Huber => q.huber_loss(&target, Reduction::None, 1.0),
         TdLoss::Mse => q.mse_loss(&target, Reduction::None) * 0.5,
     };
+    finish(nets, s, per_item, q, target)
+}
+
+/// The slice's contribution from each row's loss `per_item`, its Q-values
+/// of the taken actions and its targets' means.
+fn finish(nets: &Nets<'_>, s: &Slice, per_item: Tensor, q: Tensor, target: Tensor) -> SliceLoss {
     let loss = (&s.weights * per_item).sum(Kind::Float) / s.batch_len as f64;
     // The gradients are returned, not accumulated into the variables: no
     // pass over the 3.3M parameters to zero them and none to add into them
@@ -129,6 +140,52 @@ pub fn slice_loss(nets: &Nets<'_>, s: &Slice, scaled: &mut Scaled) -> SliceLoss 
         q_sum: q.sum(Kind::Float),
         td_abs: (&target - &q).abs(),
     })
+}
+
+/// QR-DQN's loss of each row (Dabney et al. 2018, as Dopamine computes it):
+/// for each online quantile i of the taken action, the mean over the target
+/// quantiles j of |tau_i - 1{u < 0}| Huber(u), u = T_j - theta_i, summed over
+/// i; the target quantiles T_j are the n-step return plus the discounted
+/// quantiles of the target network at the next action, picked by the online
+/// network's mean (double) or the target's. With it, the taken actions'
+/// Q-values (the quantiles' mean) and the targets' means, whose difference
+/// is the row's priority, as for the expected-value head.
+fn quantile_loss(
+    nets: &Nets<'_>,
+    quantiles: Quantiles,
+    s: &Slice,
+    scaled: &Scaled,
+) -> (Tensor, Tensor, Tensor) {
+    let n = quantiles.get();
+    let of_action = |quantiles: &Tensor, actions: &Tensor| {
+        let rows = quantiles.size()[0];
+        quantiles
+            .gather(1, &actions.view([-1, 1, 1]).expand([rows, 1, n], false), false)
+            .squeeze_dim(1)
+    };
+    let theta = of_action(&nets.online.return_quantiles_scaled(&scaled.obs), &s.actions);
+    let target = tch::no_grad(|| {
+        let next = nets.target.return_quantiles_scaled(&scaled.next_obs);
+        let best = if nets.rule.double {
+            nets.online.q_values_scaled(&scaled.next_obs)
+        } else {
+            next.mean_dim(-1, false, Kind::Float)
+        }
+        .argmax(1, false);
+        s.rewards.unsqueeze(1) + s.discounts.unsqueeze(1) * of_action(&next, &best)
+    });
+    // [rows, i, j]: each online quantile against each target quantile.
+    let online = theta.unsqueeze(2).expand([-1, n, n], false);
+    let targets = target.unsqueeze(1).expand([-1, n, n], false);
+    let huber = online.huber_loss(&targets, Reduction::None, 1.0);
+    let below = tch::no_grad(|| targets.lt_tensor(&online).to_kind(Kind::Float));
+    let fractions = quantiles.fractions(theta.device()).view([1, n, 1]);
+    let per_item = ((fractions - below).abs() * huber)
+        .mean_dim(2, false, Kind::Float)
+        .sum_dim_intlist(1, false, Kind::Float);
+    let q = theta.mean_dim(1, false, Kind::Float);
+    let target_mean = target.mean_dim(1, false, Kind::Float);
+    (per_item, q, target_mean)
 }
 
 /// Munchausen's target of each row: the n-step return, the scaled and

@@ -187,6 +187,7 @@ mod tests {
             num_actions: 2,
             arch: Arch::Mlp { hidden: 8 },
             dueling: true,
+            quantiles: None,
             dqn: DqnConfig {
                 optimizer: Optimizer::Adam { eps: 1e-8 },
                 learning_rate: 1e-3,

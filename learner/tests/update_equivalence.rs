@@ -6,7 +6,8 @@
 //! gradients and the weights after several steps must agree to float
 //! rounding, whether the batch is taken whole or in slices side by side.
 //! The same reference, written out another way, checks the levers beside
-//! the default: the squared loss and Munchausen's targets.
+//! the default: the squared loss, Munchausen's targets and QR-DQN's
+//! quantile head and loss.
 
 use std::collections::HashMap;
 
@@ -14,7 +15,7 @@ use apex_env::atari::{AtariConfig, AtariEnv};
 use apex_env::Protocol;
 use apex_learner::dqn::{Dqn, DqnConfig, Munchausen, Optimizer, Saved, TdLoss};
 use apex_learner::io::batch::Batch;
-use apex_model::{Arch, QNetConfig};
+use apex_model::{Arch, QNetConfig, Quantiles};
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -64,6 +65,12 @@ fn recorded_batches() -> Vec<Batch> {
 /// The dueling Nature CNN on the default (channels-first) layout, from the
 /// learner's variables by name.
 fn q_reference(v: &HashMap<String, Tensor>, obs: &Tensor) -> Tensor {
+    quantiles_reference(v, obs, 1).squeeze_dim(-1)
+}
+
+/// The same network's outputs as `[B, actions, per_action]`: the quantiles
+/// of each action's return, each quantile's advantages centred apart.
+fn quantiles_reference(v: &HashMap<String, Tensor>, obs: &Tensor, per_action: i64) -> Tensor {
     let conv = |x: &Tensor, name: &str, stride: i64| {
         x.conv2d(
             &v[&format!("{name}.weight")],
@@ -90,7 +97,54 @@ fn q_reference(v: &HashMap<String, Tensor>, obs: &Tensor) -> Tensor {
         )
     };
     let (value, advantage) = (head("value"), head("advantage"));
-    value + &advantage - advantage.mean_dim(-1, true, Kind::Float)
+    let rows = advantage.size()[0];
+    let actions = advantage.size()[1] / per_action;
+    let advantage = advantage.view([rows, actions, per_action]);
+    let mut out = Vec::new();
+    for a in 0..actions {
+        let centred = advantage.select(1, a) - advantage.mean_dim(1, false, Kind::Float);
+        out.push(&value + centred);
+    }
+    Tensor::stack(&out, 1)
+}
+
+/// QR-DQN's loss of each row written out: both sides' quantiles of the
+/// taken and the next (double-DQN) actions picked by index, the asymmetric
+/// weight as tau or 1 - tau, Huber's two branches; with the taken actions'
+/// mean quantile and the targets' mean.
+fn quantile_reference(r: &Reference, b: &Batch, n: i64) -> (Tensor, Tensor, Tensor) {
+    let pick = |z: &Tensor, actions: &Tensor| {
+        let rows: Vec<Tensor> = (0..z.size()[0])
+            .map(|row| z.get(row).get(actions.int64_value(&[row])))
+            .collect();
+        Tensor::stack(&rows, 0)
+    };
+    let theta = pick(&quantiles_reference(&r.online, &b.obs, n), &b.actions);
+    let target = tch::no_grad(|| {
+        let next = quantiles_reference(&r.target, &b.next_obs, n);
+        let best = quantiles_reference(&r.online, &b.next_obs, n)
+            .sum_dim_intlist(-1, false, Kind::Float)
+            .argmax(1, false);
+        b.rewards.unsqueeze(1) + b.discounts.unsqueeze(1) * pick(&next, &best)
+    });
+    let tau = (Tensor::arange(n, (Kind::Float, Device::Cpu)) * 2.0 + 1.0) / (2 * n) as f64;
+    let mut per_item = Vec::new();
+    for row in 0..theta.size()[0] {
+        let mut sum = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        for i in 0..n {
+            let u = target.get(row) - theta.get(row).get(i);
+            let huber = (&u * &u * 0.5).where_self(&u.abs().le(1.0), &(u.abs() - 0.5));
+            let t = tau.get(i).double_value(&[]);
+            let weight = u.lt(0.0).to_kind(Kind::Float) * (1.0 - 2.0 * t) + t;
+            sum = sum + (weight * huber).mean(Kind::Float);
+        }
+        per_item.push(sum);
+    }
+    (
+        Tensor::stack(&per_item, 0),
+        theta.mean_dim(1, false, Kind::Float),
+        target.mean_dim(1, false, Kind::Float),
+    )
 }
 
 /// What the update computed before it was made faster: loss, priorities
@@ -101,6 +155,7 @@ struct Reference {
     m: HashMap<String, Tensor>,
     v: HashMap<String, Tensor>,
     steps: i32,
+    quantiles: Option<Quantiles>,
 }
 
 struct Figures {
@@ -115,14 +170,17 @@ struct Figures {
 }
 
 impl Reference {
-    fn update(&mut self, b: &Batch, config: &DqnConfig) -> Figures {
-        for w in self.online.values_mut() {
-            *w = w.detach().set_requires_grad(true);
-        }
+    /// The expected-value head's loss of each row, its Q-values of the
+    /// taken actions and its targets (double-DQN or Munchausen's).
+    fn expected_value_loss(
+        &self,
+        b: &Batch,
+        config: &DqnConfig,
+        clipped_rows: &mut i64,
+    ) -> (Tensor, Tensor, Tensor) {
         let q = q_reference(&self.online, &b.obs)
             .gather(1, &b.actions.unsqueeze(1), false)
             .squeeze_dim(1);
-        let mut clipped_rows = 0;
         let target =
             tch::no_grad(|| {
                 let next_q = q_reference(&self.target, &b.next_obs);
@@ -137,7 +195,7 @@ impl Reference {
                         .gather(1, &b.actions.unsqueeze(1), false)
                         .squeeze_dim(1)
                         * m.tau;
-                    clipped_rows = now.lt(m.clip_min).sum(Kind::Int64).int64_value(&[]);
+                    *clipped_rows = now.lt(m.clip_min).sum(Kind::Int64).int64_value(&[]);
                     let bonus = now.clamp(m.clip_min, 0.0) * m.alpha;
                     let next_log_pi = log_policy(&next_q);
                     let soft = (next_log_pi.exp() * (&next_q - &next_log_pi * m.tau))
@@ -151,6 +209,18 @@ impl Reference {
             TdLoss::Huber => q.huber_loss(&target, Reduction::None, 1.0),
             // Written out, not libtorch's mse_loss.
             TdLoss::Mse => (&q - &target) * (&q - &target) / 2.0,
+        };
+        (per_item, q, target)
+    }
+
+    fn update(&mut self, b: &Batch, config: &DqnConfig) -> Figures {
+        for w in self.online.values_mut() {
+            *w = w.detach().set_requires_grad(true);
+        }
+        let mut clipped_rows = 0;
+        let (per_item, q, target) = match self.quantiles {
+            Some(n) => quantile_reference(self, b, n.get()),
+            None => self.expected_value_loss(b, config, &mut clipped_rows),
         };
         let loss = (&b.weights * per_item).mean(Kind::Float);
         loss.backward();
@@ -204,24 +274,31 @@ fn close(a: &Tensor, b: &Tensor, scale: f64) -> f64 {
 
 #[test]
 fn the_faster_update_computes_what_the_plain_one_did() {
-    check_update(1, TdLoss::Huber, None);
+    check_update(1, TdLoss::Huber, None, None);
 }
 
 #[test]
 fn the_update_in_two_slices_side_by_side_computes_it_too() {
-    check_update(2, TdLoss::Huber, None);
+    check_update(2, TdLoss::Huber, None, None);
 }
 
 #[test]
 fn the_squared_loss_computes_what_it_says_whole_and_in_slices() {
-    check_update(1, TdLoss::Mse, None);
-    check_update(2, TdLoss::Mse, None);
+    check_update(1, TdLoss::Mse, None, None);
+    check_update(2, TdLoss::Mse, None, None);
 }
 
 #[test]
 fn munchausen_targets_compute_what_the_paper_writes_whole_and_in_slices() {
     for slices in [1, 2] {
-        check_update(slices, TdLoss::Huber, Some(MUNCHAUSEN));
+        check_update(slices, TdLoss::Huber, Some(MUNCHAUSEN), None);
+    }
+}
+
+#[test]
+fn the_quantile_head_computes_qr_dqn_s_loss_whole_and_in_slices() {
+    for slices in [1, 2] {
+        check_update(slices, TdLoss::Huber, None, Quantiles::new(8).ok());
     }
 }
 
@@ -236,7 +313,12 @@ const MUNCHAUSEN: Munchausen = Munchausen {
 /// The update with the batch taken in `slices` slices side by side (one:
 /// whole, on the calling thread), with `loss` and `munchausen`'s targets,
 /// against the reference.
-fn check_update(slices: usize, loss: TdLoss, munchausen: Option<Munchausen>) {
+fn check_update(
+    slices: usize,
+    loss: TdLoss,
+    munchausen: Option<Munchausen>,
+    quantiles: Option<Quantiles>,
+) {
     // One at a time: both draw their weights from libtorch's one generator,
     // so each sees the same weights on every run.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -255,7 +337,7 @@ fn check_update(slices: usize, loss: TdLoss, munchausen: Option<Munchausen>) {
         loss,
         munchausen,
     };
-    let net = QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true);
+    let net = QNetConfig::new(Arch::Nature, &[4, 84, 84], 4, true).with_quantiles(quantiles);
     let mut dqn = Dqn::with_batch_workers(
         net,
         config,
@@ -290,10 +372,11 @@ fn check_update(slices: usize, loss: TdLoss, munchausen: Option<Munchausen>) {
         online,
         target,
         steps: 0,
+        quantiles,
     };
 
     let mut batches = recorded_batches();
-    if loss == TdLoss::Mse {
+    if loss == TdLoss::Mse || quantiles.is_some() {
         // Rewards from -3 to 3 (Breakout's random play scores almost
         // nothing): TD errors beyond 1, where the squared loss and
         // Huber's part.
@@ -305,7 +388,7 @@ fn check_update(slices: usize, loss: TdLoss, munchausen: Option<Munchausen>) {
     for (i, b) in batches.iter().chain(&batches).enumerate() {
         let want = reference.update(b, &config);
         clipped_rows += want.clipped_rows;
-        if loss == TdLoss::Mse {
+        if loss == TdLoss::Mse || quantiles.is_some() {
             assert!(
                 want.td_abs.iter().any(|&d| d > 1.5),
                 "update {i}: no TD error beyond Huber's threshold: the test would not tell the losses apart"

@@ -1,5 +1,7 @@
 //! The Q-network shared by actors (inference) and the learner (training):
-//! the Nature DQN convolutional torso with an optional dueling head.
+//! the Nature DQN convolutional torso with an optional dueling head, which
+//! predicts each action's expected return (DQN) or quantiles of its return
+//! (QR-DQN).
 
 pub mod policy;
 pub mod threads;
@@ -25,6 +27,42 @@ pub struct QNetConfig {
     pub actions: i64,
     /// Separate value and advantage streams (Wang et al. 2016).
     pub dueling: bool,
+    /// Quantiles of each action's return (QR-DQN, Dabney et al. 2018)
+    /// instead of its expectation; the Q-value is their mean.
+    pub quantiles: Option<Quantiles>,
+}
+
+/// How many quantiles of the return a QR-DQN head predicts per action: 2
+/// to [`Quantiles::MAX`] (one would be the median, no distribution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantiles(i64);
+
+/// A quantile count outside 2 to [`Quantiles::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} quantiles: give 2 to 256 (QR-DQN's paper uses 200), or 0 for the expected-value head")]
+pub struct BadQuantiles(pub i64);
+
+impl Quantiles {
+    /// The head's outputs grow as actions times quantiles.
+    pub const MAX: i64 = 256;
+
+    pub fn new(n: i64) -> Result<Quantiles, BadQuantiles> {
+        match n {
+            2..=Quantiles::MAX => Ok(Quantiles(n)),
+            _ => Err(BadQuantiles(n)),
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+
+    /// Each quantile's fraction, the midpoints (2i + 1) / 2N of N equal
+    /// parts of [0, 1] (the paper's tau-hat).
+    pub fn fractions(self, device: Device) -> Tensor {
+        let n = self.0 as f64;
+        Tensor::arange(self.0, (Kind::Float, device)) * (1.0 / n) + 0.5 / n
+    }
 }
 
 impl Arch {
@@ -59,7 +97,19 @@ impl QNetConfig {
             ],
             actions: actions as i64,
             dueling,
+            quantiles: None,
         }
+    }
+
+    /// The same network with a quantile head (or, with `None`, the
+    /// expected-value head).
+    pub fn with_quantiles(self, quantiles: Option<Quantiles>) -> Self {
+        QNetConfig { quantiles, ..self }
+    }
+
+    /// What each action's head predicts: its quantiles, or 1 (the expectation).
+    fn outputs_per_action(&self) -> i64 {
+        self.quantiles.map_or(1, Quantiles::get)
     }
 }
 
@@ -71,6 +121,8 @@ pub struct QNet {
     channels_last: bool,
     value: Option<nn::Sequential>,
     advantage: nn::Sequential,
+    actions: i64,
+    quantiles: Option<Quantiles>,
 }
 
 fn conv_out(size: i64) -> i64 {
@@ -139,17 +191,30 @@ impl QNet {
                 (torso, hidden, hidden)
             }
         };
+        let per_action = c.outputs_per_action();
         let value = c
             .dueling
-            .then(|| head(&(p / "value"), features, head_hidden, 1));
-        let advantage = head(&(p / "advantage"), features, head_hidden, c.actions);
+            .then(|| head(&(p / "value"), features, head_hidden, per_action));
+        let advantage = head(
+            &(p / "advantage"),
+            features,
+            head_hidden,
+            c.actions * per_action,
+        );
         QNet {
             torso,
             // oneDNN's gain; cuDNN's layouts in float32 were never measured.
             channels_last: matches!(c.arch, Arch::Nature) && p.device() == Device::Cpu,
             value,
             advantage,
+            actions: c.actions,
+            quantiles: c.quantiles,
         }
+    }
+
+    /// The quantile head's count, if the network has one.
+    pub fn quantiles(&self) -> Option<Quantiles> {
+        self.quantiles
     }
 
     /// Q-values `[B, actions]` for uint8 observations `[B, frames, H, W]`.
@@ -165,14 +230,33 @@ impl QNet {
     /// [`scale_into`] does: a learner that passes the same observations
     /// through two networks converts them once, into a buffer it keeps.
     pub fn q_values_scaled(&self, x: &Tensor) -> Tensor {
+        match self.quantiles {
+            None => self.heads(x, 1).squeeze_dim(-1),
+            Some(_) => self.return_quantiles_scaled(x).mean_dim(-1, false, Kind::Float),
+        }
+    }
+
+    /// Each action's return quantiles `[B, actions, quantiles]` for scaled
+    /// observations (as [`QNet::q_values_scaled`] takes them), in the order of
+    /// [`Quantiles::fractions`]; `[B, actions, 1]`, the Q-values, for an
+    /// expected-value head.
+    pub fn return_quantiles_scaled(&self, x: &Tensor) -> Tensor {
+        self.heads(x, self.quantiles.map_or(1, Quantiles::get))
+    }
+
+    /// The heads' outputs as `[B, actions, per_action]`.
+    fn heads(&self, x: &Tensor, per_action: i64) -> Tensor {
         let h = match self.channels_last {
             true => self.torso.forward(&channels_last(x)),
             false => self.torso.forward(x),
         };
-        let a = self.advantage.forward(&h);
+        let a = self.advantage.forward(&h).view([-1, self.actions, per_action]);
         match &self.value {
-            // Subtracting the mean advantage makes the split identifiable.
-            Some(v) => v.forward(&h) + &a - a.mean_dim(-1, true, Kind::Float),
+            // Subtracting the mean advantage (per quantile) makes the split
+            // identifiable.
+            Some(v) => {
+                v.forward(&h).unsqueeze(1) + &a - a.mean_dim(1, true, Kind::Float)
+            }
             None => a,
         }
     }
@@ -466,6 +550,47 @@ mod tests {
         );
         let obs = Tensor::zeros([7, 1, 10, 5], (Kind::Uint8, Device::Cpu));
         assert_eq!(net.q_values(&obs).size(), vec![7, 3]);
+    }
+
+    #[test]
+    fn quantile_counts_outside_two_to_the_maximum_are_refused() {
+        for n in [-1, 0, 1, Quantiles::MAX + 1] {
+            assert_eq!(Quantiles::new(n), Err(BadQuantiles(n)));
+        }
+        assert_eq!(Quantiles::new(2).unwrap().get(), 2);
+        let f = Vec::<f32>::try_from(Quantiles::new(4).unwrap().fractions(Device::Cpu)).unwrap();
+        assert_eq!(f, vec![0.125, 0.375, 0.625, 0.875]);
+    }
+
+    /// The quantile head: actions times quantiles outputs, Q-values their
+    /// mean, and (dueling) each quantile's advantages centred on the value
+    /// stream's quantile.
+    #[test]
+    fn a_quantile_head_predicts_quantiles_whose_mean_is_the_q_value() {
+        tch::manual_seed(2);
+        let n = Quantiles::new(5).unwrap();
+        for dueling in [true, false] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let c = QNetConfig::new(Arch::Nature, &[4, 84, 84], 6, dueling).with_quantiles(Some(n));
+            let net = QNet::new(&vs.root(), c);
+            let obs = Tensor::randint(255, [3, 4, 84, 84], (Kind::Uint8, Device::Cpu));
+            let x = obs.to_kind(Kind::Float) / 255.0;
+            let z = net.return_quantiles_scaled(&x);
+            assert_eq!(z.size(), vec![3, 6, 5]);
+            let q = net.q_values(&obs);
+            assert_eq!(q.size(), vec![3, 6]);
+            let off = (q - z.mean_dim(-1, false, Kind::Float)).abs().max().double_value(&[]);
+            assert!(off < 1e-5, "Q must be the quantiles' mean, off by {off}");
+            let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+            let value = if dueling { 3136 * 512 + 512 + 512 * 5 + 5 } else { 0 };
+            assert_eq!(params, 77_984 + value + (3136 * 512 + 512 + 512 * 30 + 30));
+            if dueling {
+                let h = net.torso.forward(&x);
+                let v = net.value.as_ref().unwrap().forward(&h);
+                let off = (z.mean_dim(1, false, Kind::Float) - v).abs().max().double_value(&[]);
+                assert!(off < 1e-5, "each quantile's mean over actions must be V's, off by {off}");
+            }
+        }
     }
 
     #[test]

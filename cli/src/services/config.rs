@@ -72,13 +72,16 @@ pub(super) fn learner_config(
     let arch = Arch::for_observation(&obs_shape);
     // Read once, here, on the thread that starts the learner.
     let torch_threads = apex_model::threads::torch_threads_here();
+    let dqn = t.dqn()?;
+    dqn.check_head(&net.for_game(&spec)?)?;
     Ok(LearnerConfig {
         arch,
         replay_addr,
         obs_shape,
         num_actions,
         dueling: net.dueling.into(),
-        dqn: t.dqn()?,
+        quantiles: net.quantiles()?,
+        dqn,
         batch_size: t.batch_size,
         publish_every: t.publish_every,
         checkpoint_every: t.checkpoint_every,
@@ -121,6 +124,7 @@ pub(super) fn actor_config(
         arch: Arch::for_observation(&env.probe()?.0),
         env,
         dueling: net.dueling.into(),
+        quantiles: net.quantiles()?,
         actor_index: index,
         actor_count: count,
         envs: a.envs,

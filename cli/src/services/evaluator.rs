@@ -11,7 +11,6 @@ use apex_telemetry::tensorboard::SummaryWriter;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::config::net_config;
 use super::{cancel_on_signals, serve_metrics, AuthArgs, EvalArgs, NetArgs};
 use crate::env_cmd::GameArgs;
 
@@ -50,7 +49,7 @@ pub async fn evaluator(a: EvaluatorArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let spec = a.game.spec();
-    let net = net_config(&spec, a.net.dueling.into())?;
+    let net = a.net.for_game(&spec)?;
     let tensorboard = SummaryWriter::create(&a.run_dir)?;
     let steps = a.replay.map_or(EnvSteps::Unknown, EnvSteps::Replay);
     let access = a.auth.load()?;

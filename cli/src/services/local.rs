@@ -22,7 +22,7 @@ use apex_telemetry::tensorboard::SummaryWriter;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{actor_config, learner_config, net_config};
+use super::config::{actor_config, learner_config};
 use super::settings::*;
 use super::{bind, cancel_on_signals, on_signals, serve_metrics};
 use super::{EVAL_SEED_OFFSET, PARALLEL_GAMES};
@@ -117,6 +117,8 @@ pub async fn local(a: LocalArgs, preset: &str) -> Result<()> {
     let spec = a.game.spec();
     // A missing ROM fails here, before anything starts.
     let (obs_shape, num_actions) = spec.probe()?;
+    // A head the update cannot train (--quantiles with --loss mse) too.
+    a.train.dqn()?.check_head(&a.net.for_game(&spec)?)?;
     let metrics_addr = match a.metrics_addr {
         Some(addr) => {
             serve_metrics(Some(addr))?;
@@ -428,7 +430,7 @@ impl Wiring<'_> {
             token: self.token.clone(),
             ..a.eval.evaluator_config(
                 &a.game,
-                net_config(&a.game.spec(), a.net.dueling.into())?,
+                a.net.for_game(&a.game.spec())?,
                 self.learner_addr.clone(),
                 local_env_steps(actors),
                 Some(self.run_dir.clone()),

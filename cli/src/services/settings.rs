@@ -355,6 +355,27 @@ pub struct NetArgs {
     /// Dueling value and advantage heads.
     #[arg(long, env = "APEX_DUELING")]
     pub dueling: OnOff,
+    /// Quantiles of each action's return the head predicts, trained with
+    /// QR-DQN's quantile Huber loss (2 to 256; 0: the expected return, DQN).
+    #[arg(long, env = "APEX_QUANTILES", default_value_t = 0)]
+    pub quantiles: i64,
+}
+
+#[cfg(feature = "torch")]
+impl NetArgs {
+    /// The quantile head asked for, if any; a count no head takes is
+    /// refused here, where every service that builds the network starts.
+    pub fn quantiles(&self) -> Result<Option<apex_model::Quantiles>> {
+        match self.quantiles {
+            0 => Ok(None),
+            n => Ok(Some(apex_model::Quantiles::new(n)?)),
+        }
+    }
+
+    /// The network for `spec`'s game.
+    pub fn for_game(&self, spec: &apex_env::EnvSpec) -> Result<apex_model::QNetConfig> {
+        Ok(super::net_config(spec, self.dueling.into())?.with_quantiles(self.quantiles()?))
+    }
 }
 
 /// `apex local`'s own settings ([local]).

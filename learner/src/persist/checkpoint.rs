@@ -6,7 +6,8 @@
 //! - the target network under `target.`, the optimizer under `opt.`;
 //! - `meta`, int64: [`MAGIC`, format, updates, weights version, then the
 //!   network it fits (arch, hidden units, obs channels, height, width,
-//!   actions, dueling) and the optimizer].
+//!   actions, dueling), the optimizer, then the quantile head's count (0:
+//!   the expected-value head; absent in files from before quantile heads)].
 //!
 //! A file without `meta` is an older learner's (online weights only): it
 //! loads with the target a copy of the online network, a fresh optimizer and
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use apex_model::{Arch, QNetConfig};
+use apex_model::{Arch, QNetConfig, Quantiles};
 use tch::{Device, Tensor};
 
 use crate::dqn::{Dqn, Optimizer, Saved};
@@ -77,6 +78,14 @@ pub struct Resumed {
 /// (the rest is training state: target network, optimizer, meta).
 pub fn is_online_weight(name: &str) -> bool {
     name != META && !name.starts_with(TARGET) && !name.starts_with(OPTIMIZER)
+}
+
+/// The quantile head's count that a checkpoint's meta records, if its
+/// network has one (none for an expected-value head, or a file without meta).
+pub fn saved_quantiles(tensors: &[(String, Tensor)]) -> Option<Quantiles> {
+    let (_, meta) = tensors.iter().find(|(name, _)| name == META)?;
+    let v = meta_values(meta).ok()?;
+    Meta::decode(&v).ok()?.net.quantiles
 }
 
 /// The named tensors of a checkpoint file's bytes, always on the CPU: each
@@ -275,6 +284,7 @@ fn meta(dqn: &Dqn, version: u64) -> Tensor {
         net.actions,
         net.dueling as i64,
         optimizer_code(&dqn.config().optimizer),
+        net.quantiles.map_or(0, Quantiles::get),
     ])
 }
 
@@ -294,6 +304,10 @@ impl Meta {
         if v.len() < META_LEN || v[1] < 1 || v[2] < 0 || v[3] < 0 {
             return Err(corrupt());
         }
+        let quantiles = match v.get(META_LEN).copied() {
+            None | Some(0) => None,
+            Some(n) => Some(Quantiles::new(n).map_err(|_| corrupt())?),
+        };
         let arch = match (v[4], v[5]) {
             (0, _) => Arch::Nature,
             (1, hidden) if hidden > 0 => Arch::Mlp { hidden },
@@ -307,6 +321,7 @@ impl Meta {
                 obs_shape: [v[6], v[7], v[8]],
                 actions: v[9],
                 dueling: v[10] != 0,
+                quantiles,
             },
             optimizer: v[11],
         })
@@ -345,6 +360,17 @@ fn differences(saved: &QNetConfig, ours: &QNetConfig) -> Vec<String> {
         out.push(format!(
             "actions: {} in the checkpoint, {} here (another game?)",
             saved.actions, ours.actions
+        ));
+    }
+    let values = |q: Option<Quantiles>| match q {
+        None => "expected values".to_owned(),
+        Some(n) => format!("{} quantiles", n.get()),
+    };
+    if saved.quantiles != ours.quantiles {
+        out.push(format!(
+            "returns: {} in the checkpoint, {} here (--quantiles)",
+            values(saved.quantiles),
+            values(ours.quantiles)
         ));
     }
     if saved.dueling != ours.dueling {

@@ -118,6 +118,7 @@ pub fn learner_config(
         num_actions: NUM_ACTIONS,
         arch: Arch::Mlp { hidden: 16 },
         dueling: true,
+        quantiles: None,
         dqn: DqnConfig {
             optimizer: Optimizer::Adam { eps: 1e-8 },
             learning_rate: 1e-3,
