@@ -79,7 +79,9 @@ pub struct LrDecay {
 /// Settings of the update that a quantile head cannot take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeadMismatch {
-    #[error("--munchausen on needs the expected-value head: set --quantiles 0, or --munchausen off")]
+    #[error(
+        "--munchausen on needs the expected-value head: set --quantiles 0, or --munchausen off"
+    )]
     MunchausenWithQuantiles,
     #[error("--loss mse needs the expected-value head (a quantile head trains on QR-DQN's quantile Huber loss): set --quantiles 0, or --loss huber")]
     SquaredLossWithQuantiles,

@@ -160,10 +160,17 @@ fn quantile_loss(
     let of_action = |quantiles: &Tensor, actions: &Tensor| {
         let rows = quantiles.size()[0];
         quantiles
-            .gather(1, &actions.view([-1, 1, 1]).expand([rows, 1, n], false), false)
+            .gather(
+                1,
+                &actions.view([-1, 1, 1]).expand([rows, 1, n], false),
+                false,
+            )
             .squeeze_dim(1)
     };
-    let theta = of_action(&nets.online.return_quantiles_scaled(&scaled.obs), &s.actions);
+    let theta = of_action(
+        &nets.online.return_quantiles_scaled(&scaled.obs),
+        &s.actions,
+    );
     let target = tch::no_grad(|| {
         let next = nets.target.return_quantiles_scaled(&scaled.next_obs);
         let best = if nets.rule.double {

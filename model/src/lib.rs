@@ -232,7 +232,9 @@ impl QNet {
     pub fn q_values_scaled(&self, x: &Tensor) -> Tensor {
         match self.quantiles {
             None => self.heads(x, 1).squeeze_dim(-1),
-            Some(_) => self.return_quantiles_scaled(x).mean_dim(-1, false, Kind::Float),
+            Some(_) => self
+                .return_quantiles_scaled(x)
+                .mean_dim(-1, false, Kind::Float),
         }
     }
 
@@ -250,13 +252,14 @@ impl QNet {
             true => self.torso.forward(&channels_last(x)),
             false => self.torso.forward(x),
         };
-        let a = self.advantage.forward(&h).view([-1, self.actions, per_action]);
+        let a = self
+            .advantage
+            .forward(&h)
+            .view([-1, self.actions, per_action]);
         match &self.value {
             // Subtracting the mean advantage (per quantile) makes the split
             // identifiable.
-            Some(v) => {
-                v.forward(&h).unsqueeze(1) + &a - a.mean_dim(1, true, Kind::Float)
-            }
+            Some(v) => v.forward(&h).unsqueeze(1) + &a - a.mean_dim(1, true, Kind::Float),
             None => a,
         }
     }
@@ -579,16 +582,33 @@ mod tests {
             assert_eq!(z.size(), vec![3, 6, 5]);
             let q = net.q_values(&obs);
             assert_eq!(q.size(), vec![3, 6]);
-            let off = (q - z.mean_dim(-1, false, Kind::Float)).abs().max().double_value(&[]);
+            let off = (q - z.mean_dim(-1, false, Kind::Float))
+                .abs()
+                .max()
+                .double_value(&[]);
             assert!(off < 1e-5, "Q must be the quantiles' mean, off by {off}");
-            let params: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-            let value = if dueling { 3136 * 512 + 512 + 512 * 5 + 5 } else { 0 };
+            let params: i64 = vs
+                .trainable_variables()
+                .iter()
+                .map(|t| t.numel() as i64)
+                .sum();
+            let value = if dueling {
+                3136 * 512 + 512 + 512 * 5 + 5
+            } else {
+                0
+            };
             assert_eq!(params, 77_984 + value + (3136 * 512 + 512 + 512 * 30 + 30));
             if dueling {
                 let h = net.torso.forward(&x);
                 let v = net.value.as_ref().unwrap().forward(&h);
-                let off = (z.mean_dim(1, false, Kind::Float) - v).abs().max().double_value(&[]);
-                assert!(off < 1e-5, "each quantile's mean over actions must be V's, off by {off}");
+                let off = (z.mean_dim(1, false, Kind::Float) - v)
+                    .abs()
+                    .max()
+                    .double_value(&[]);
+                assert!(
+                    off < 1e-5,
+                    "each quantile's mean over actions must be V's, off by {off}"
+                );
             }
         }
     }
