@@ -136,7 +136,7 @@ fn quantile_reference(r: &Reference, b: &Batch, n: i64) -> (Tensor, Tensor, Tens
             let huber = (&u * &u * 0.5).where_self(&u.abs().le(1.0), &(u.abs() - 0.5));
             let t = tau.get(i).double_value(&[]);
             let weight = u.lt(0.0).to_kind(Kind::Float) * (1.0 - 2.0 * t) + t;
-            sum = sum + (weight * huber).mean(Kind::Float);
+            sum += (weight * huber).mean(Kind::Float);
         }
         per_item.push(sum);
     }
