@@ -16,28 +16,15 @@ use crate::env_cmd::GameArgs;
 use crate::services::{at_least_one, net_config, EVAL_SEED_OFFSET, PARALLEL_GAMES};
 
 /// A checkpoint as a policy for `spec`'s game; dueling or not is read from
-/// the checkpoint's variable names, and the quantiles of a quantile head
-/// from its output layer's rows (actions times quantiles).
+/// the checkpoint's variable names, a quantile head's count from its meta.
 pub fn load_checkpoint(path: &Path, spec: &EnvSpec) -> Result<PolicyNet> {
     let checkpoint = crate::export::read_checkpoint(path)?;
     let dueling = checkpoint
         .tensors
         .iter()
         .any(|(n, _)| n.starts_with("value."));
-    let net = net_config(spec, dueling)?;
-    let rows = checkpoint
-        .tensors
-        .iter()
-        .find(|(n, _)| n == "advantage.out.weight")
-        .map(|(_, t)| t.size()[0]);
-    let net = match rows {
-        // Rows that do not divide by the actions: the load below says the
-        // checkpoint does not fit this game.
-        Some(rows) if rows != net.actions && rows % net.actions == 0 => {
-            net.with_quantiles(apex_model::Quantiles::new(rows / net.actions).ok())
-        }
-        _ => net,
-    };
+    let quantiles = apex_learner::persist::checkpoint::saved_quantiles(&checkpoint.tensors);
+    let net = net_config(spec, dueling)?.with_quantiles(quantiles);
     PolicyNet::from_weights(net, &checkpoint.bytes, 0).with_context(|| {
         format!(
             "checkpoint {} does not fit {}'s network: evaluate it with the game it was trained on (--game)",

@@ -36,7 +36,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
 
 /// The tensor that tells a quantile head's count, which the output layer's
 /// rows (actions times quantiles) cannot tell alone.
-pub const QUANTILES_TENSOR: &str = "quantiles";
+const QUANTILES_TENSOR: &str = "quantiles";
 
 /// Writes the online network's tensors of `checkpoint` to `out` (and, for a
 /// quantile head, [`QUANTILES_TENSOR`]); returns how many.

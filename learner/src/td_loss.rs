@@ -1,9 +1,9 @@
 //! The loss of one slice of a batch and its gradients: double-DQN (or
 //! Munchausen) n-step targets, Huber (or squared) loss weighted by
 //! importance weights; for a network with a quantile head, QR-DQN's
-//! quantile Huber loss against the n-step targets of the next quantiles. Slices add up to the whole batch's loss and
-//! gradients, so a batch may be taken whole on one thread or in slices
-//! side by side (`batch_workers.rs`).
+//! quantile Huber loss against the n-step targets of the next quantiles.
+//! Slices add up to the whole batch's loss and gradients, so a batch may be
+//! taken whole on one thread or in slices side by side (`batch_workers.rs`).
 
 use apex_model::{QNet, Quantiles};
 use tch::{Kind, Reduction, Tensor};

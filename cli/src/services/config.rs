@@ -72,8 +72,6 @@ pub(super) fn learner_config(
     let arch = Arch::for_observation(&obs_shape);
     // Read once, here, on the thread that starts the learner.
     let torch_threads = apex_model::threads::torch_threads_here();
-    let dqn = t.dqn()?;
-    dqn.check_head(&net.for_game(&spec)?)?;
     Ok(LearnerConfig {
         arch,
         replay_addr,
@@ -81,7 +79,7 @@ pub(super) fn learner_config(
         num_actions,
         dueling: net.dueling.into(),
         quantiles: net.quantiles()?,
-        dqn,
+        dqn: t.dqn()?,
         batch_size: t.batch_size,
         publish_every: t.publish_every,
         checkpoint_every: t.checkpoint_every,
